@@ -1,1 +1,915 @@
-fn main() {}
+//! `kai-bench`: what one run of a module costs kai, beside what the machine itself charges.
+//!
+//! ```text
+//! cargo run --release -p kai-bench              # full run (a few minutes on 2 cores)
+//! cargo run --release -p kai-bench -- --quick   # smaller N, for a smoke test
+//! ```
+//!
+//! In one process it measures, and prints as a markdown table:
+//!
+//! 1. the floor: spawn and wait of `/bin/true`; the `noop-module` started directly (pipes,
+//!    context in, result out); one atomic file write (`DataDir::write_atomic`: temporary
+//!    file, fsync, rename, directory fsync); the run ledger's three writes of one run;
+//! 2. `Engine::run_now` of a user module whose manifest runs `noop-module`, one run after the
+//!    other, for one entity and for a new entity each run;
+//! 3. the same with 4 runs at once (4 tokio tasks on a multi-thread runtime);
+//! 4. the real `kai journal MODULE --limit 20` (a subprocess) on a module with 100,000
+//!    journal files, unfiltered, `--entity` and `--status error`.
+//!
+//! `noop-module` is the other binary of this package: `cargo run` builds it next to this one.
+//! The `kai` binary is another package's, so this program runs `cargo build -p kai` first
+//! (a no-op when it is fresh); `--kai PATH` uses a given binary instead.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use kai::config::{Config, SettingsArgs};
+use kai::data_dir::DataDir;
+use kai::engine::{Engine, Finished, Invocation};
+use kai::ledger::{Finish, Ledger, NewRun};
+use kai::runner::ProcessRunner;
+use kai_core::{JournalEntry, JournalStatus, LoadedModule};
+use kai_sdk::{Trigger, TriggerType};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: kai-bench [--quick] [--runs N] [--floor N] [--journal-files N] [--journal-reps N]
+                 [--dir DIR] [--kai PATH] [--no-build] [--keep]
+
+  --quick            smaller N everywhere (runs 200, floor 200, 10,000 journal files, 10 reps)
+  --runs N           end-to-end runs per measurement (default 2000)
+  --floor N          repetitions of each floor measurement (default 1000)
+  --journal-files N  journal files of the queried module (default 100000)
+  --journal-reps N   repetitions of each `kai journal` query (default 50)
+  --dir DIR          where the temporary data directories go (default: the system's temp
+                     dir); put it on the file system kai's data directory lives on
+  --kai PATH         the kai binary to query the journal with (default: next to this one)
+  --no-build         do not run `cargo build` for kai and noop-module
+  --keep             keep the temporary directory and print its path
+";
+
+#[derive(Debug)]
+struct Args {
+    runs: usize,
+    floor: usize,
+    journal_files: usize,
+    journal_reps: usize,
+    dir: Option<PathBuf>,
+    kai: Option<PathBuf>,
+    build: bool,
+    keep: bool,
+    quick: bool,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut a = Args {
+            runs: 2000,
+            floor: 1000,
+            journal_files: 100_000,
+            journal_reps: 50,
+            dir: None,
+            kai: None,
+            build: true,
+            keep: false,
+            quick: false,
+        };
+        let mut it = std::env::args().skip(1);
+        let mut explicit: Vec<&str> = Vec::new();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| -> Result<String> {
+                it.next()
+                    .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}").into())
+            };
+            let mut number = |name: &'static str| -> Result<usize> {
+                let v = value(name)?;
+                v.replace('_', "")
+                    .parse()
+                    .map_err(|_| format!("{name}: `{v}` is not a number").into())
+            };
+            match arg.as_str() {
+                "--quick" => a.quick = true,
+                "--runs" => {
+                    a.runs = number("--runs")?;
+                    explicit.push("runs");
+                }
+                "--floor" => {
+                    a.floor = number("--floor")?;
+                    explicit.push("floor");
+                }
+                "--journal-files" => {
+                    a.journal_files = number("--journal-files")?;
+                    explicit.push("files");
+                }
+                "--journal-reps" => {
+                    a.journal_reps = number("--journal-reps")?;
+                    explicit.push("reps");
+                }
+                "--dir" => a.dir = Some(value("--dir")?.into()),
+                "--kai" => a.kai = Some(value("--kai")?.into()),
+                "--no-build" => a.build = false,
+                "--keep" => a.keep = true,
+                "-h" | "--help" => {
+                    print!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument `{other}`\n\n{USAGE}").into()),
+            }
+        }
+        if a.quick {
+            let set = |what: &str| explicit.contains(&what);
+            if !set("runs") {
+                a.runs = 200;
+            }
+            if !set("floor") {
+                a.floor = 200;
+            }
+            if !set("files") {
+                a.journal_files = 10_000;
+            }
+            if !set("reps") {
+                a.journal_reps = 10;
+            }
+        }
+        a.runs = a.runs.max(8);
+        a.floor = a.floor.max(2);
+        a.journal_reps = a.journal_reps.max(2);
+        Ok(a)
+    }
+}
+
+// --- statistics --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    n: usize,
+    median: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+/// Median and p99 by nearest rank.
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    assert!(!samples.is_empty(), "no samples");
+    samples.sort_unstable();
+    let n = samples.len();
+    let rank = |p: f64| samples[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+    Stats {
+        n,
+        median: rank(0.50),
+        p99: rank(0.99),
+        max: samples[n - 1],
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn signed_ms(a: Duration, b: Duration) -> String {
+    let diff = a.as_secs_f64() - b.as_secs_f64();
+    format!("{:+.3}", diff * 1000.0)
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f();
+    (start.elapsed(), out)
+}
+
+// --- the machine -------------------------------------------------------------------------
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn cpu_model() -> String {
+    read_trimmed("/proc/cpuinfo")
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn mem_total() -> String {
+    read_trimmed("/proc/meminfo")
+        .and_then(|text| {
+            let kb: u64 = text
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The file system type and device `path` lives on, from `/proc/mounts` (longest mount point).
+fn file_system(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = read_trimmed("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0], f[1], f[2]))
+        })
+        .filter(|(_, mount, _)| path.starts_with(mount))
+        .max_by_key(|(_, mount, _)| mount.len())
+        .map(|(dev, mount, fs)| format!("{fs} ({dev} on {mount})"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn git_commit() -> String {
+    let out = Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=10"])
+        .current_dir(workspace_dir())
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => "unknown".into(),
+    }
+}
+
+// --- binaries ----------------------------------------------------------------------------
+
+/// Builds `kai` and `noop-module` in this binary's profile, so that both sit next to it.
+fn build_binaries() -> Result<()> {
+    let manifest = workspace_dir().join("Cargo.toml");
+    if !manifest.is_file() {
+        eprintln!("note: no workspace at {}; not building", manifest.display());
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args([
+            "-p",
+            "kai",
+            "-p",
+            "kai-bench",
+            "--bin",
+            "kai",
+            "--bin",
+            "noop-module",
+        ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    eprintln!("building kai and noop-module: {cmd:?}");
+    let status = cmd.status()?;
+    if !status.success() {
+        return Err(format!("cargo build failed: {status}").into());
+    }
+    Ok(())
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found; build it: cargo build --release -p kai -p kai-bench",
+            path.display()
+        )
+        .into())
+    }
+}
+
+// --- the floor ---------------------------------------------------------------------------
+
+fn spawn_true(n: usize) -> Result<Stats> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (d, status) = time(|| {
+            Command::new("/bin/true")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        });
+        if !status?.success() {
+            return Err("/bin/true failed".into());
+        }
+        samples.push(d);
+    }
+    Ok(stats(samples))
+}
+
+/// The module on its own: started with piped stdio, the context written, the result read.
+fn spawn_noop_direct(noop: &Path, n: usize, context: &[u8]) -> Result<Stats> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let mut child = Command::new(noop)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(context)?;
+        drop(stdin);
+        let mut out = Vec::new();
+        child.stdout.take().expect("piped").read_to_end(&mut out)?;
+        let status = child.wait()?;
+        samples.push(start.elapsed());
+        if !status.success() || !out.starts_with(b"{\"status\":\"done\"") {
+            return Err("noop-module did not answer done".into());
+        }
+    }
+    Ok(stats(samples))
+}
+
+fn sample_entry(i: usize, timestamp: DateTime<Utc>, entity: &str) -> JournalEntry {
+    let status = if i % 50 == 0 {
+        JournalStatus::Error
+    } else if i % 10 == 3 {
+        JournalStatus::Skipped
+    } else {
+        JournalStatus::Done
+    };
+    let failed = status == JournalStatus::Error;
+    JournalEntry {
+        run_id: format!("r_bench{i:08}"),
+        timestamp,
+        module: "big".into(),
+        trigger: "webhook:pull_request:synchronize".into(),
+        delivery_id: Some(format!("d-{i:08}")),
+        entity: entity.to_owned(),
+        chat_id: Some(123_456_789),
+        status,
+        summary: match status {
+            JournalStatus::Error => "GitHub returned 502 twice".to_owned(),
+            JournalStatus::Skipped => "Draft PR, nothing to do".to_owned(),
+            _ => format!("Reviewed {entity}: {} warnings", i % 4),
+        },
+        duration_seconds: ((i % 900) as f64) / 10.0 + 0.3,
+        attempt: 1,
+        details: json!({"cost_usd": ((i % 40) as f64) / 100.0, "findings": i % 5}),
+        error: failed.then(|| "exit code 1".to_owned()),
+        stderr_tail: failed.then(|| "Traceback (most recent call last):\n  boom".to_owned()),
+        retry: false,
+        question: None,
+    }
+}
+
+/// A journal file's bytes, as the engine writes them.
+fn pretty(entry: &JournalEntry) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(entry).expect("an entry serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn atomic_write(root: &Path, n: usize) -> Result<Stats> {
+    let data = DataDir::open(&root.join("floor-data"))?;
+    let events = data.events_dir("floor");
+    std::fs::create_dir_all(&events)?;
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let ts = t0 + chrono::Duration::seconds(i as i64);
+        let entry = sample_entry(i + 1, ts, "octo/repo#42");
+        let bytes = pretty(&entry);
+        let path = events.join(entry.file_name(1));
+        let (d, r) = time(|| data.write_atomic(&path, &bytes));
+        r?;
+        samples.push(d);
+    }
+    Ok(stats(samples))
+}
+
+/// The ledger's part of one run: insert as running, record the outcome and pick the journal
+/// file's name (one transaction), mark finished. Three commits, no file written.
+fn ledger_writes(root: &Path, n: usize) -> Result<Stats> {
+    let dir = root.join("ledger-only");
+    std::fs::create_dir_all(&dir)?;
+    let ledger = Ledger::open(&dir.join("kai.db"))?;
+    let events = dir.join("events");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let run = NewRun {
+            run_id: format!("r_ledger{i:08}"),
+            module: "floor".into(),
+            entity: format!("e{i}"),
+            trigger: invoke_trigger(),
+            chat_id: None,
+        };
+        let entry = sample_entry(i + 1, Utc::now(), &run.entity);
+        let finish = Finish {
+            entry,
+            state: None,
+            checkpoint: None,
+        };
+        let start = Instant::now();
+        ledger.insert_running(&run, "o_bench")?;
+        ledger.finishing(&run.run_id, &finish, |k| {
+            events.join(finish.entry.file_name(k))
+        })?;
+        ledger.finished(&run.run_id)?;
+        samples.push(start.elapsed());
+    }
+    Ok(stats(samples))
+}
+
+// --- end to end --------------------------------------------------------------------------
+
+fn invoke_trigger() -> Trigger {
+    Trigger {
+        kind: TriggerType::Invoke,
+        source: None,
+        event: None,
+        action: None,
+        delivery_id: None,
+        payload: json!({}),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Entities {
+    /// Every run about the same entity (what `kai run noop` does: the entity is `invoke`).
+    One,
+    /// A new entity each run.
+    Distinct,
+}
+
+struct Bench {
+    engine: Arc<Engine>,
+    module: LoadedModule,
+}
+
+impl Bench {
+    fn open(data_dir: &Path, noop: &Path) -> Result<Bench> {
+        let module_dir = data_dir.join("modules/noop");
+        std::fs::create_dir_all(&module_dir)?;
+        let manifest = format!(
+            "name: noop\ndescription: Does nothing, as fast as it can (kai-bench)\nrun: [{}]\ntimeout: 1m\n",
+            serde_json::to_string(&noop.to_string_lossy())?
+        );
+        std::fs::write(module_dir.join("module.yaml"), manifest)?;
+        let config = Config::resolve(&SettingsArgs {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Default::default()
+        })
+        .map_err(|e| format!("{e:#}"))?;
+        let registry = kai::modules::load_registry(&config.data_dir.join("modules"));
+        if let Some(e) = registry.errors().first() {
+            return Err(format!("manifest did not load: {e}").into());
+        }
+        let module = registry
+            .get("noop")
+            .ok_or("the noop module did not load")?
+            .clone();
+        let engine = Engine::open(config, Arc::new(ProcessRunner)).map_err(|e| format!("{e:#}"))?;
+        Ok(Bench {
+            engine: Arc::new(engine),
+            module,
+        })
+    }
+
+    async fn run(&self, entity: String) -> Result<(Duration, Finished)> {
+        let start = Instant::now();
+        let finished = self
+            .engine
+            .run_now(
+                &self.module,
+                Invocation {
+                    trigger: invoke_trigger(),
+                    entity,
+                    chat_id: None,
+                },
+                CancellationToken::new(),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let elapsed = start.elapsed();
+        let e = &finished.entry;
+        if e.status != JournalStatus::Done {
+            return Err(format!(
+                "a run ended {}: {} {:?} {:?}",
+                e.status, e.summary, e.error, e.stderr_tail
+            )
+            .into());
+        }
+        Ok((elapsed, finished))
+    }
+
+    fn entity(kind: Entities, task: usize, i: usize) -> String {
+        match kind {
+            Entities::One => "invoke".into(),
+            Entities::Distinct => format!("bench/{task}#{i}"),
+        }
+    }
+
+    async fn sequential(&self, n: usize, kind: Entities) -> Result<(Stats, Duration)> {
+        let mut samples = Vec::with_capacity(n);
+        let start = Instant::now();
+        for i in 0..n {
+            let (d, _) = self.run(Self::entity(kind, 0, i)).await?;
+            samples.push(d);
+        }
+        Ok((stats(samples), start.elapsed()))
+    }
+
+    async fn parallel(
+        self: &Arc<Self>,
+        n: usize,
+        tasks: usize,
+        kind: Entities,
+    ) -> Result<(Stats, Duration)> {
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let bench = Arc::clone(self);
+            let count = n / tasks + usize::from(t < n % tasks);
+            handles.push(tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(count);
+                for i in 0..count {
+                    let (d, _) = bench.run(Self::entity(kind, t + 1, i)).await?;
+                    samples.push(d);
+                }
+                Ok::<_, Error>(samples)
+            }));
+        }
+        let mut samples = Vec::with_capacity(n);
+        for h in handles {
+            samples.extend(h.await??);
+        }
+        Ok((stats(samples), start.elapsed()))
+    }
+}
+
+// --- the journal -------------------------------------------------------------------------
+
+const JOURNAL_ENTITIES: usize = 500;
+
+/// `n` journal files of module `big`, written directly (no fsync: this is set-up, not the
+/// thing measured). One file every 7 seconds over the days before 2026-03-01, entities spread
+/// over 500 pull requests, 1 in 50 an error, 1 in 10 skipped, 1 in 250 the second run of its
+/// entity that second (a `_2` name).
+fn make_journal(data_dir: &Path, n: usize) -> Result<Duration> {
+    let data = DataDir::open(data_dir)?;
+    let events = data.events_dir("big");
+    std::fs::create_dir_all(&events)?;
+    let end = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    let start = end - chrono::Duration::seconds(7 * n as i64);
+    let (d, r) = time(|| -> Result<()> {
+        let mut written = 0;
+        let mut i = 0;
+        while written < n {
+            i += 1;
+            let ts = start + chrono::Duration::seconds(7 * i as i64);
+            let entity = format!("octo/repo#{}", (i * 7919) % JOURNAL_ENTITIES);
+            let entry = sample_entry(i, ts, &entity);
+            std::fs::write(events.join(entry.file_name(1)), pretty(&entry))?;
+            written += 1;
+            if i % 250 == 0 && written < n {
+                let mut again = sample_entry(i + 1, ts, &entity);
+                again.run_id.push('b');
+                std::fs::write(events.join(again.file_name(2)), pretty(&again))?;
+                written += 1;
+            }
+        }
+        Ok(())
+    });
+    r?;
+    Ok(d)
+}
+
+fn query_journal(
+    kai: &Path,
+    data_dir: &Path,
+    extra: &[&str],
+    reps: usize,
+) -> Result<(Stats, usize)> {
+    let mut samples = Vec::with_capacity(reps);
+    let mut lines = 0;
+    for rep in 0..reps {
+        let mut cmd = Command::new(kai);
+        cmd.env_clear()
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["journal", "big", "--limit", "20"])
+            .args(extra)
+            .stdin(Stdio::null());
+        let (d, out) = time(|| cmd.output());
+        let out = out?;
+        if !out.status.success() {
+            return Err(format!(
+                "kai journal failed: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        if rep == 0 {
+            lines = out
+                .stdout
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let [_, value] = extra {
+                if !text.lines().all(|l| l.contains(value)) {
+                    return Err(format!(
+                        "kai journal {extra:?} printed entries that do not match:\n{text}"
+                    )
+                    .into());
+                }
+            }
+        }
+        samples.push(d);
+    }
+    Ok((stats(samples), lines))
+}
+
+// --- main --------------------------------------------------------------------------------
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("kai-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse()?;
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; its figures say little. Use --release.");
+    }
+    if args.build {
+        build_binaries()?;
+    }
+    let noop = sibling("noop-module")?;
+    let kai_bin = match &args.kai {
+        Some(p) => p.clone(),
+        None => sibling("kai")?,
+    };
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("kai-bench-")
+        .tempdir_in(&parent)?;
+    let root = tmp.path().to_path_buf();
+
+    let started_at = Utc::now();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut out = String::new();
+    writeln!(
+        out,
+        "## kai-bench, {}",
+        started_at.format("%Y-%m-%d %H:%M UTC")
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| machine | |")?;
+    writeln!(out, "|---|---|")?;
+    writeln!(out, "| cpu | {} × {} |", cores, cpu_model())?;
+    writeln!(out, "| memory | {} |", mem_total())?;
+    writeln!(
+        out,
+        "| kernel | {} |",
+        read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into())
+    )?;
+    writeln!(
+        out,
+        "| file system of the data dirs | {} |",
+        file_system(&root)
+    )?;
+    writeln!(out, "| kai commit | {} |", git_commit())?;
+    writeln!(
+        out,
+        "| build | {} |",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )?;
+    writeln!(
+        out,
+        "| command | `kai-bench{}` |",
+        std::env::args()
+            .skip(1)
+            .map(|a| format!(" {a}"))
+            .collect::<String>()
+    )?;
+    writeln!(out)?;
+
+    // 1. the floor
+    let context = {
+        let bench_ctx = json!({
+            "protocol": 1, "run_id": "r_01JDBENCH0000000000000000", "module": "noop",
+            "attempt": 1, "trigger": {"type": "invoke", "payload": {}}, "entity": "invoke",
+            "chat_id": null, "settings": {}, "state": {}, "resume": null
+        });
+        serde_json::to_vec(&bench_ctx)?
+    };
+    eprintln!("floor: /bin/true ×{}", args.floor);
+    let true_floor = spawn_true(args.floor)?;
+    eprintln!("floor: noop-module directly ×{}", args.floor);
+    let noop_direct = spawn_noop_direct(&noop, args.floor, &context)?;
+    eprintln!("floor: atomic write ×{}", args.floor);
+    let write = atomic_write(&root, args.floor)?;
+    eprintln!("floor: ledger writes of one run ×{}", args.floor);
+    let ledger = ledger_writes(&root, args.floor)?;
+
+    // 2, 3. end to end
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let n = args.runs;
+    let e2e = runtime.block_on(async {
+        kai::runner::become_subreaper();
+        let mut results = Vec::new();
+        for (label, kind) in [
+            ("one entity", Entities::One),
+            ("a new entity each run", Entities::Distinct),
+        ] {
+            let data_dir = root.join(format!("e2e-{kind:?}").to_lowercase());
+            let bench = Arc::new(Bench::open(&data_dir, &noop)?);
+            eprintln!("end to end ({label}): warm-up");
+            for i in 0..20 {
+                bench.run(format!("warmup#{i}")).await?;
+            }
+            eprintln!("end to end ({label}): {n} runs one after the other");
+            let seq = bench.sequential(n, kind).await?;
+            eprintln!("end to end ({label}): {n} runs, 4 at once");
+            let par = bench.parallel(n, 4, kind).await?;
+            let files = count_files(&bench.engine.data.events_dir("noop"));
+            if files != 2 * n + 20 {
+                return Err::<_, Error>(
+                    format!("expected {} journal files, found {files}", 2 * n + 20).into(),
+                );
+            }
+            results.push((label, seq, par));
+        }
+        Ok(results)
+    })?;
+
+    writeln!(
+        out,
+        "### One run of a no-op module, and the floor beside it"
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| what | n | median ms | p99 ms | max ms | runs/s |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    let row = |out: &mut String, what: &str, s: &Stats, rate: Option<f64>| -> std::fmt::Result {
+        writeln!(
+            out,
+            "| {what} | {} | {} | {} | {} | {} |",
+            s.n,
+            ms(s.median),
+            ms(s.p99),
+            ms(s.max),
+            rate.map_or_else(|| "".into(), |r| format!("{r:.0}"))
+        )
+    };
+    let per_sec = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    row(
+        &mut out,
+        "floor: spawn + wait `/bin/true`",
+        &true_floor,
+        None,
+    )?;
+    row(
+        &mut out,
+        "floor: `noop-module` started directly (pipes, context in, result out)",
+        &noop_direct,
+        None,
+    )?;
+    row(
+        &mut out,
+        "floor: one atomic file write (tmp, fsync, rename, dir fsync)",
+        &write,
+        None,
+    )?;
+    row(
+        &mut out,
+        "floor: the ledger's 3 commits of one run (no files)",
+        &ledger,
+        None,
+    )?;
+    for (label, (seq, seq_wall), (par, par_wall)) in &e2e {
+        row(
+            &mut out,
+            &format!("**kai run, one after the other** ({label})"),
+            seq,
+            Some(per_sec(seq.n, *seq_wall)),
+        )?;
+        row(
+            &mut out,
+            &format!("**kai run, 4 at once** ({label}; latency of each run)"),
+            par,
+            Some(per_sec(par.n, *par_wall)),
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Overhead of kai per run (median, one after the other):"
+    )?;
+    writeln!(out)?;
+    for (label, (seq, _), _) in &e2e {
+        writeln!(
+            out,
+            "- {label}: {} ms over spawning `/bin/true`, {} ms over starting `noop-module` directly",
+            signed_ms(seq.median, true_floor.median),
+            signed_ms(seq.median, noop_direct.median),
+        )?;
+    }
+    writeln!(out)?;
+
+    // 4. the journal
+    let journal_dir = root.join("journal-data");
+    eprintln!("journal: writing {} files", args.journal_files);
+    let made_in = make_journal(&journal_dir, args.journal_files)?;
+    let files = count_files(&journal_dir.join("modules/big/events"));
+    eprintln!("journal: {files} files in {:.1}s", made_in.as_secs_f64());
+    let entity = "octo/repo#7".to_string();
+    let queries: Vec<(String, Vec<&str>)> = vec![
+        ("`kai journal big --limit 20`".into(), vec![]),
+        (
+            format!("`kai journal big --limit 20 --entity {entity}`"),
+            vec!["--entity", entity.as_str()],
+        ),
+        (
+            "`kai journal big --limit 20 --status error`".into(),
+            vec!["--status", "error"],
+        ),
+    ];
+    writeln!(
+        out,
+        "### `kai journal` on a module with {files} journal files (warm page cache)"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| query | n | entries shown | median ms | p99 ms | max ms |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    for (label, extra) in &queries {
+        eprintln!("journal: {label} ×{}", args.journal_reps);
+        // One untimed run first, so every query starts with the same warm cache.
+        query_journal(&kai_bin, &journal_dir, extra, 1)?;
+        let (s, lines) = query_journal(&kai_bin, &journal_dir, extra, args.journal_reps)?;
+        writeln!(
+            out,
+            "| {label} | {} | {lines} | {} | {} | {} |",
+            s.n,
+            ms(s.median),
+            ms(s.p99),
+            ms(s.max)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Journal set-up: {files} files written in {:.1} s; 1 in 50 is an error, 1 in 10 skipped; \
+         {JOURNAL_ENTITIES} entities, so `--entity` matches about 1 file in {JOURNAL_ENTITIES}.",
+        made_in.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "\nTotal bench time: {:.0} s.",
+        (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0
+    )?;
+
+    print!("{out}");
+    std::io::stdout().flush()?;
+    if args.keep {
+        let kept = tmp.keep();
+        eprintln!("kept {}", kept.display());
+    } else {
+        eprintln!("removing {}", root.display());
+        drop(tmp);
+    }
+    Ok(())
+}

@@ -2,13 +2,16 @@
 //! nothing of HTTP, Telegram, SQLite or processes. Adapters in the `kai` crate feed it facts
 //! (a manifest's text, a webhook's payload, what a process printed) and act on its answers.
 
+pub mod announce;
 pub mod duration;
 pub mod filter;
+pub mod guard;
 pub mod journal;
 pub mod manifest;
 pub mod name;
 pub mod outcome;
 pub mod registry;
+pub mod schedule;
 pub mod template;
 
 pub use duration::Duration;

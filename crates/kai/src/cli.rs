@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SettingsArgs};
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, Invocation};
+use crate::engine::{Engine, Invocation, Recovered};
 use crate::journal::{self, Query};
+use crate::ledger::Ledger;
 use crate::modules::{load_registry, read_manifest, user_sources};
 use crate::runner::{become_subreaper, ProcessRunner};
 use crate::scaffold::{self, Lang};
@@ -53,6 +54,15 @@ enum Command {
     Run(RunArgs),
     /// Read the journal, newest first
     Journal(JournalArgs),
+    /// Run a journaled run's trigger again, against the module as it is now
+    Replay {
+        run_id: String,
+        /// The module to run it against [default: the run's own module]
+        #[arg(long)]
+        module: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a built-in module's program (kai starts these itself)
     #[command(hide = true)]
     Builtin { name: String },
@@ -69,6 +79,10 @@ enum ModulesCommand {
     /// Check manifests: every module's, or those at PATH (a module.yaml, a module directory,
     /// or a directory of modules)
     Validate { path: Option<PathBuf> },
+    /// Switch a module on (also lifts a reached budget for today)
+    Enable { name: String },
+    /// Switch a module off: triggers are logged as decisions, no run starts
+    Disable { name: String },
     /// Create a module that runs as generated, in $KAI_DATA_DIR/modules/NAME/
     New {
         name: String,
@@ -118,6 +132,9 @@ struct JournalArgs {
     /// At most this many entries
     #[arg(long, default_value_t = 50)]
     limit: usize,
+    /// The why-not log instead: triggers that reached a module but started no run
+    #[arg(long)]
+    decisions: bool,
     #[arg(long)]
     json: bool,
 }
@@ -145,7 +162,13 @@ pub fn main() -> i32 {
         Command::Serve => crate::serve::run(config).map(|()| 0),
         Command::Modules { command, json } => modules(&config, command, json),
         Command::Run(args) => run(config, args),
+        Command::Journal(args) if args.decisions => decisions(&config, args),
         Command::Journal(args) => journal(&config, args),
+        Command::Replay {
+            run_id,
+            module,
+            json,
+        } => replay(config, &run_id, module.as_deref(), json),
         Command::Builtin { .. } => unreachable!("handled above"),
     };
     match result {
@@ -162,6 +185,7 @@ fn init_logging(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -206,6 +230,26 @@ fn modules(config: &Config, command: Option<ModulesCommand>, json: bool) -> Resu
             Ok(0)
         }
         Some(ModulesCommand::Validate { path }) => Ok(validate(&data, path.as_deref())),
+        Some(ModulesCommand::Enable { name }) | Some(ModulesCommand::Disable { name })
+            if kai_core::name::check(&name).is_err() =>
+        {
+            bail!("{}", kai_core::name::check(&name).unwrap_err())
+        }
+        Some(ModulesCommand::Enable { name }) => {
+            let registry = load_registry(&data.modules_dir());
+            find_module(&registry, &name)?;
+            Ledger::open(&data.ledger_file())?.switch(&name, None)?;
+            println!("{name} is enabled (and its budget is lifted for today)");
+            Ok(0)
+        }
+        Some(ModulesCommand::Disable { name }) => {
+            let registry = load_registry(&data.modules_dir());
+            find_module(&registry, &name)?;
+            Ledger::open(&data.ledger_file())?
+                .switch(&name, Some("switched off with kai modules disable"))?;
+            println!("{name} is disabled");
+            Ok(0)
+        }
         Some(ModulesCommand::New { name, lang }) => {
             let dir = scaffold::create(&data.modules_dir(), &name, lang)?;
             println!("created {}", dir.display());
@@ -463,6 +507,21 @@ fn run(config: Config, args: RunArgs) -> Result<i32> {
         },
     };
     let chat_id = config.chat_id();
+    let invocation = Invocation {
+        trigger,
+        entity,
+        chat_id,
+    };
+    run_foreground(config, &module, invocation, args.json)
+}
+
+/// Runs one invocation in the foreground and prints its journal entry.
+fn run_foreground(
+    config: Config,
+    module: &LoadedModule,
+    invocation: Invocation,
+    json: bool,
+) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -470,10 +529,10 @@ fn run(config: Config, args: RunArgs) -> Result<i32> {
         become_subreaper();
         let engine = Engine::open(config, Arc::new(ProcessRunner))?;
         for r in engine.recover()? {
-            eprintln!(
-                "recovered run {} of {}: {}",
-                r.entry.run_id, r.entry.module, r.entry.status
-            );
+            if let Recovered::Finished(f) = r {
+                let e = &f.entry;
+                eprintln!("recovered run {} of {}: {}", e.run_id, e.module, e.status);
+            }
         }
         let cancel = CancellationToken::new();
         let on_ctrl_c = cancel.clone();
@@ -482,20 +541,10 @@ fn run(config: Config, args: RunArgs) -> Result<i32> {
                 on_ctrl_c.cancel();
             }
         });
-        engine
-            .run_now(
-                &module,
-                Invocation {
-                    trigger,
-                    entity,
-                    chat_id,
-                },
-                cancel,
-            )
-            .await
+        engine.run_now(module, invocation, cancel).await
     })?;
     let entry = &finished.entry;
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(entry)?);
     } else {
         println!("{}", journal_line(entry, true));
@@ -509,6 +558,61 @@ fn run(config: Config, args: RunArgs) -> Result<i32> {
         JournalStatus::Done | JournalStatus::Skipped | JournalStatus::Paused
     );
     Ok(if ok { 0 } else { 1 })
+}
+
+fn replay(config: Config, run_id: &str, module: Option<&str>, json: bool) -> Result<i32> {
+    let data = open_data(&config)?;
+    let ledger = Ledger::open(&data.ledger_file())?;
+    let Some(row) = ledger.get(run_id)? else {
+        bail!("there is no run {run_id} in the ledger (kai journal shows run ids)");
+    };
+    drop(ledger);
+    let registry = load_registry(&data.modules_dir());
+    let module = find_module(&registry, module.unwrap_or(&row.module))?.clone();
+    let chat_id = row.chat_id.or(config.chat_id());
+    let invocation = Invocation {
+        trigger: row.trigger,
+        entity: row.entity,
+        chat_id,
+    };
+    run_foreground(config, &module, invocation, json)
+}
+
+fn decisions(config: &Config, args: JournalArgs) -> Result<i32> {
+    let data = DataDir::at(&config.data_dir);
+    if let Some(name) = &args.name {
+        kai_core::name::check(name).map_err(anyhow::Error::msg)?;
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, Utc::now()))
+        .transpose()?;
+    let list = if data.ledger_file().exists() {
+        Ledger::open(&data.ledger_file())?.decisions(args.name.as_deref(), since, args.limit)?
+    } else {
+        Vec::new()
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    for d in &list {
+        println!(
+            "{}  {}  {:<15} {}  {}  ({}{})",
+            d.at.format("%Y-%m-%d %H:%M:%S"),
+            d.module.as_deref().unwrap_or("-"),
+            d.reason,
+            d.entity.as_deref().unwrap_or("-"),
+            d.detail,
+            d.trigger,
+            d.delivery_id
+                .as_deref()
+                .map(|id| format!(", delivery {id}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(0)
 }
 
 fn journal_line(e: &JournalEntry, with_module: bool) -> String {

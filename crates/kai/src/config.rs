@@ -4,6 +4,7 @@
 //! In `kai.toml` a key is the variable's name without `KAI_`, in lower case (`http_addr`); the
 //! variable's own name (`KAI_HTTP_ADDR`) is accepted too. `data_dir` cannot be set there.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,9 @@ pub struct SettingsArgs {
     /// Directory under which /workspace NAME resolves
     #[arg(long, env = "KAI_WORKSPACE_BASE", global = true, value_name = "DIR")]
     pub workspace_base: Option<PathBuf>,
+    /// kai's own GitHub login: events it caused do not trigger modules [default: none]
+    #[arg(long, env = "KAI_GITHUB_LOGIN", global = true, value_name = "LOGIN")]
+    pub github_login: Option<String>,
     /// Log filter [default: info]
     #[arg(long, env = "KAI_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
@@ -132,8 +136,29 @@ struct FileSettings {
     github_api_url: Option<String>,
     #[serde(alias = "KAI_WORKSPACE_BASE")]
     workspace_base: Option<PathBuf>,
+    #[serde(alias = "KAI_GITHUB_LOGIN")]
+    github_login: Option<String>,
     #[serde(alias = "KAI_LOG")]
     log: Option<String>,
+    /// Generic webhook sources: `[sources.<name>]`.
+    #[serde(default)]
+    sources: BTreeMap<String, SourceConfig>,
+}
+
+/// A generic webhook source, `POST /webhook/<name>`, from `[sources.<name>]` in `kai.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// HMAC-SHA256 key: the body's signature comes in `X-Kai-Signature-256: sha256=<hex>`.
+    pub secret: Option<Secret>,
+    /// Or a bearer token: `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// The header that names the event...
+    pub event_header: Option<String>,
+    /// ...or the payload field (dotted path) that does. Default: header `X-Kai-Event`.
+    pub event_field: Option<String>,
+    /// The header carrying a delivery id, for duplicate detection. Default: `X-Kai-Delivery`.
+    pub delivery_header: Option<String>,
 }
 
 /// The resolved settings.
@@ -151,7 +176,9 @@ pub struct Config {
     pub github_token: Option<Secret>,
     pub github_api_url: String,
     pub workspace_base: Option<PathBuf>,
+    pub github_login: Option<String>,
     pub log: String,
+    pub sources: BTreeMap<String, SourceConfig>,
 }
 
 impl Config {
@@ -207,7 +234,9 @@ impl Config {
             github_api_url: pick(&args.github_api_url, &file.github_api_url)
                 .unwrap_or_else(|| "https://api.github.com".into()),
             workspace_base: args.workspace_base.clone().or(file.workspace_base),
+            github_login: pick(&args.github_login, &file.github_login).filter(|l| !l.is_empty()),
             log: pick(&args.log, &file.log).unwrap_or_else(|| "info".into()),
+            sources: check_sources(file.sources)?,
             data_dir,
         })
     }
@@ -226,6 +255,7 @@ impl Config {
 
     /// Every secret value, for redaction of what modules print.
     pub fn secrets(&self) -> Vec<&str> {
+        let sources = self.sources.values().flat_map(|s| [&s.secret, &s.token]);
         [
             &self.api_token,
             &self.github_webhook_secret,
@@ -233,10 +263,33 @@ impl Config {
             &self.github_token,
         ]
         .into_iter()
+        .chain(sources)
         .flatten()
         .map(Secret::expose)
         .collect()
     }
+}
+
+fn check_sources(
+    sources: BTreeMap<String, SourceConfig>,
+) -> Result<BTreeMap<String, SourceConfig>> {
+    for (name, s) in &sources {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !ok || name == "github" {
+            bail!("kai.toml: [sources.{name}]: a source name is lower-case letters, digits, - and _, and not github");
+        }
+        if s.secret.is_some() == s.token.is_some() {
+            bail!("kai.toml: [sources.{name}] needs exactly one of `secret` (HMAC) or `token` (bearer)");
+        }
+        if s.event_header.is_some() && s.event_field.is_some() {
+            bail!("kai.toml: [sources.{name}] takes event_header or event_field, not both");
+        }
+    }
+    Ok(sources)
 }
 
 fn default_data_dir() -> Result<PathBuf> {

@@ -8,8 +8,13 @@
 //! The invariant: a run's journal file is written only after the ledger holds its complete
 //! outcome and the file's name, and writing it again gives the same file. So a crash at any
 //! point leaves each run either in the ledger with its files still to write (recovery writes
-//! them) or with its files written; never two journal files, never a partial one. A run whose
-//! process was still going when kai died is recorded as `interrupted`.
+//! them) or with its files written; never two journal files, never a partial one.
+//!
+//! A run whose process was still going when kai died is, when the daemon ran it and it has
+//! attempts left (3 in all), queued again: the module sees `attempt` > 1 and can check its
+//! state for work already done. A foreground run (`kai run`), or one on its last attempt, is
+//! journaled as `interrupted`. A module that answers `error` with `retry: true` gets the same
+//! treatment, after a back-off of 10 s, then 30 s (`KAI_RETRY_BACKOFF` sets the base).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +24,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use chrono::Utc;
+use kai_core::guard::{announce_outcome, retry_delay, MAX_ATTEMPTS};
 use kai_core::outcome::{interpret, redact, Outcome, DEFAULT_QUESTION_EXPIRY};
 use kai_core::{JournalEntry, JournalStatus, LoadedModule, Origin};
 use kai_sdk::{Context, Trigger};
@@ -29,6 +35,7 @@ use crate::config::Config;
 use crate::crash;
 use crate::data_dir::DataDir;
 use crate::ledger::{Finish, Ledger, NewRun, RunRow};
+use crate::notify::{LogNotifier, Note, Notifier};
 use crate::runner::{ModuleRunner, ProcessSpec};
 
 /// Host variables every module gets, when kai has them, besides the `KAI_*` ones.
@@ -44,12 +51,45 @@ pub struct Invocation {
     pub chat_id: Option<i64>,
 }
 
+/// How an execution ended.
+#[derive(Debug, Clone)]
+pub enum RunEnd {
+    /// The run is over and journaled.
+    Finished(Finished),
+    /// The module asked for another attempt; the run waits in the queue until then.
+    Retrying {
+        attempt: u32,
+        not_before: chrono::DateTime<Utc>,
+    },
+}
+
 /// A run that is over, with where its journal file is.
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub entry: JournalEntry,
     pub journal_path: PathBuf,
     pub state: Option<Value>,
+}
+
+/// What recovery did with one run a dead kai process left in flight.
+#[derive(Debug, Clone)]
+pub enum Recovered {
+    /// Its files were written (its outcome was known, or it is journaled as interrupted).
+    Finished(Finished),
+    /// A daemon run with attempts left: queued again, to start as its next attempt.
+    Requeued {
+        run_id: String,
+        module: String,
+        attempt: u32,
+    },
+}
+
+/// The start of the UTC day `t` is in: budgets count per UTC day.
+pub fn day_start(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    t.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
 }
 
 /// This process's claim on the runs it executes: a lock file held open while kai lives. The
@@ -89,8 +129,10 @@ pub struct Engine {
     pub ledger: Ledger,
     pub config: Config,
     runner: Arc<dyn ModuleRunner>,
+    notifier: Arc<dyn Notifier>,
     owner: Owner,
     kai_exe: PathBuf,
+    retry_base: std::time::Duration,
 }
 
 /// A fresh run id: `r_` and a ULID, so ids sort by creation time.
@@ -115,14 +157,31 @@ impl Engine {
         let ledger = Ledger::open(&data.ledger_file())?;
         let owner = Owner::acquire(&data.owners_dir())?;
         let kai_exe = std::env::current_exe().context("cannot find kai's own executable")?;
+        let retry_base = std::env::var("KAI_RETRY_BACKOFF")
+            .ok()
+            .and_then(|v| v.parse::<kai_core::Duration>().ok())
+            .map(|d| d.std())
+            .unwrap_or(std::time::Duration::from_secs(10));
         Ok(Engine {
             data,
             ledger,
             config,
             runner,
+            notifier: Arc::new(LogNotifier),
             owner,
             kai_exe,
+            retry_base,
         })
+    }
+
+    /// Sends notes through `notifier` instead of the log.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    pub fn notifier(&self) -> &Arc<dyn Notifier> {
+        &self.notifier
     }
 
     pub fn owner_id(&self) -> &str {
@@ -144,7 +203,44 @@ impl Engine {
             chat_id: invocation.chat_id,
         };
         let attempt = self.ledger.insert_running(&run, &self.owner.id)?;
+        match self.execute(module, &run, attempt, cancel).await? {
+            RunEnd::Finished(f) => Ok(f),
+            RunEnd::Retrying { .. } => unreachable!("foreground runs are never retried"),
+        }
+    }
+
+    /// Starts a queued run: moves it to running under this owner and executes it.
+    pub async fn start_queued(
+        &self,
+        module: &LoadedModule,
+        row: &RunRow,
+        cancel: CancellationToken,
+    ) -> Result<RunEnd> {
+        let attempt = self.ledger.start(&row.run_id, &self.owner.id)?;
+        let run = NewRun {
+            run_id: row.run_id.clone(),
+            module: row.module.clone(),
+            entity: row.entity.clone(),
+            trigger: row.trigger.clone(),
+            chat_id: row.chat_id,
+        };
         self.execute(module, &run, attempt, cancel).await
+    }
+
+    /// Ends a queued run without starting its module (the module is gone), journaled as an
+    /// error that says why.
+    pub fn abandon(&self, row: &RunRow, reason: String) -> Result<Finished> {
+        let attempt = self.ledger.start(&row.run_id, &self.owner.id)?;
+        let run = NewRun {
+            run_id: row.run_id.clone(),
+            module: row.module.clone(),
+            entity: row.entity.clone(),
+            trigger: row.trigger.clone(),
+            chat_id: row.chat_id,
+        };
+        let outcome = Outcome::failure(JournalStatus::Error, reason, "");
+        let finish = self.finish_for(&run, attempt, outcome, 0.0);
+        self.finish(&row.run_id, finish)
     }
 
     /// Executes a run the ledger already holds as running under this owner.
@@ -154,7 +250,7 @@ impl Engine {
         run: &NewRun,
         attempt: u32,
         cancel: CancellationToken,
-    ) -> Result<Finished> {
+    ) -> Result<RunEnd> {
         let name = module.name();
         let started = Instant::now();
         let module_dir = self.data.module_dir(name);
@@ -185,8 +281,63 @@ impl Engine {
         let mut secrets = self.config.secrets();
         secrets.push(&token);
         let outcome = redact_outcome(outcome, &secrets);
+        if outcome.retry && attempt < MAX_ATTEMPTS && !self.ledger.is_foreground(&run.run_id)? {
+            if let Some(state) = &outcome.state {
+                self.data
+                    .write_atomic(&self.data.state_file(name), &pretty(state)?)?;
+            }
+            let delay = retry_delay(self.retry_base, attempt + 1);
+            let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            self.ledger.requeue(&run.run_id, not_before)?;
+            return Ok(RunEnd::Retrying {
+                attempt,
+                not_before,
+            });
+        }
         let finish = self.finish_for(run, attempt, outcome, started.elapsed().as_secs_f64());
-        self.finish(&run.run_id, finish)
+        let finished = self.finish(&run.run_id, finish)?;
+        self.announce(module, &finished);
+        Ok(RunEnd::Finished(finished))
+    }
+
+    /// Tells the owner about an outcome, as the module's `notify:` asks, and about a budget
+    /// this run used up.
+    fn announce(&self, module: &LoadedModule, f: &Finished) {
+        let e = &f.entry;
+        let previous = self
+            .ledger
+            .previous_status(&e.module, &e.entity, &e.run_id)
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok());
+        if announce_outcome(module.manifest.notify, e.status, previous) {
+            let text = match &e.question {
+                Some(q) => format!("{} asks: {}", e.entity, q.text),
+                None => format!("{} {}: {}", e.status, e.entity, e.summary),
+            };
+            self.notifier.send(Note {
+                module: Some(e.module.clone()),
+                text,
+            });
+        }
+        if let Some(budget) = module.manifest.budget {
+            let cost = e.cost_usd();
+            let spent = self
+                .ledger
+                .spent_since(&e.module, day_start(Utc::now()))
+                .unwrap_or(0.0);
+            let limit = budget.usd_per_day.0;
+            if cost > 0.0 && spent >= limit && spent - cost < limit {
+                let text = format!(
+                    "budget reached: ${spent:.2} spent today of ${limit:.2}; no more runs until tomorrow (UTC) or `kai modules enable {}`",
+                    e.module
+                );
+                self.notifier.send(Note {
+                    module: Some(e.module.clone()),
+                    text,
+                });
+            }
+        }
     }
 
     fn read_state(&self, module: &str) -> Result<Value, String> {
@@ -363,7 +514,7 @@ impl Engine {
     /// Carries every run a dead kai process left in flight to its end: runs whose outcome was
     /// recorded get their files written; runs whose process was still going are journaled as
     /// `interrupted`. Runs of owners still alive are left alone. Returns what it did.
-    pub fn recover(&self) -> Result<Vec<Finished>> {
+    pub fn recover(&self) -> Result<Vec<Recovered>> {
         let mut by_owner: BTreeMap<String, Vec<RunRow>> = BTreeMap::new();
         for row in self.ledger.in_flight(&self.owner.id)? {
             by_owner
@@ -386,14 +537,22 @@ impl Engine {
         Ok(recovered)
     }
 
-    fn recover_run(&self, row: RunRow) -> Result<Finished> {
+    fn recover_run(&self, row: RunRow) -> Result<Recovered> {
         if let (Some(finish), Some(path)) = (&row.outcome, &row.journal_path) {
             self.write_files(finish, Path::new(path))?;
             self.ledger.finished(&row.run_id)?;
-            return Ok(Finished {
+            return Ok(Recovered::Finished(Finished {
                 entry: finish.entry.clone(),
                 journal_path: path.into(),
                 state: finish.state.clone(),
+            }));
+        }
+        if row.attempt < MAX_ATTEMPTS && !self.ledger.is_foreground(&row.run_id)? {
+            self.ledger.requeue(&row.run_id, Utc::now())?;
+            return Ok(Recovered::Requeued {
+                run_id: row.run_id,
+                module: row.module,
+                attempt: row.attempt,
             });
         }
         let since = row.started_at.unwrap_or_else(Utc::now);
@@ -408,7 +567,7 @@ impl Engine {
         };
         let duration = (Utc::now() - since).num_milliseconds().max(0) as f64 / 1000.0;
         let finish = self.finish_for(&run, row.attempt, outcome, duration);
-        self.finish(&row.run_id, finish)
+        self.finish(&row.run_id, finish).map(Recovered::Finished)
     }
 }
 

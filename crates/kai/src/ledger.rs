@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
+use kai_core::guard::Facts;
 use kai_core::JournalEntry;
 use kai_sdk::Trigger;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -36,10 +37,57 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at   TEXT,
     finished_at  TEXT,
     outcome_json TEXT,
-    journal_path TEXT UNIQUE
+    journal_path TEXT UNIQUE,
+    foreground   INTEGER NOT NULL DEFAULT 0,
+    not_before   TEXT,
+    cost_usd     REAL NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS runs_by_phase ON runs (phase);
-CREATE INDEX IF NOT EXISTS runs_by_module ON runs (module, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_phase ON runs (phase, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_entity ON runs (module, entity, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_finish ON runs (module, finished_at);
+
+-- The durable inbox: every accepted trigger, before anything is done with it.
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source       TEXT NOT NULL,
+    delivery_id  TEXT NOT NULL,
+    trigger_json TEXT NOT NULL,
+    module       TEXT,
+    entity       TEXT,
+    chat_id      INTEGER,
+    received_at  TEXT NOT NULL,
+    dispatched   INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (source, delivery_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries (dispatched, seq);
+
+-- The why-not log.
+CREATE TABLE IF NOT EXISTS decisions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    module      TEXT,
+    entity      TEXT,
+    trigger     TEXT NOT NULL,
+    delivery_id TEXT,
+    reason      TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (at);
+
+-- Modules switched off by hand or by their budget; a manual enable lifts the budget for a day.
+CREATE TABLE IF NOT EXISTS switches (
+    module        TEXT PRIMARY KEY,
+    off_reason    TEXT,
+    budget_waived TEXT
+);
+
+-- The last handled fire time of each schedule trigger.
+CREATE TABLE IF NOT EXISTS schedules (
+    module    TEXT NOT NULL,
+    trigger   TEXT NOT NULL,
+    last_fire TEXT NOT NULL,
+    PRIMARY KEY (module, trigger)
+);
 ";
 
 /// The phase of a run.
@@ -109,6 +157,33 @@ pub struct NewRun {
 
 pub struct Ledger {
     conn: Mutex<Connection>,
+    /// A second connection for webhook intake, so that acknowledging a delivery never waits
+    /// behind the dispatcher's work on the first.
+    intake: Mutex<Connection>,
+}
+
+/// A trigger accepted into the inbox, waiting to be dispatched.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub seq: i64,
+    pub source: String,
+    pub trigger: Trigger,
+    /// Set for triggers aimed at one module (invoke, command, schedule).
+    pub module: Option<String>,
+    pub entity: Option<String>,
+    pub chat_id: Option<i64>,
+}
+
+/// One entry of the why-not log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub at: DateTime<Utc>,
+    pub module: Option<String>,
+    pub entity: Option<String>,
+    pub trigger: String,
+    pub delivery_id: Option<String>,
+    pub reason: String,
+    pub detail: String,
 }
 
 fn now_text() -> String {
@@ -122,15 +197,20 @@ fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
 
 impl Ledger {
     pub fn open(path: &Path) -> Result<Ledger> {
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the run ledger {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let open = || -> Result<Connection> {
+            let conn = Connection::open(path)
+                .with_context(|| format!("cannot open the run ledger {}", path.display()))?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(conn)
+        };
+        let conn = open()?;
         conn.execute_batch(SCHEMA)
             .context("cannot create the run ledger's tables")?;
         Ok(Ledger {
             conn: Mutex::new(conn),
+            intake: Mutex::new(open()?),
         })
     }
 
@@ -145,28 +225,11 @@ impl Ledger {
     pub fn insert_running(&self, run: &NewRun, owner: &str) -> Result<u32> {
         let now = now_text();
         self.conn().execute(
-            "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, attempt, owner, created_at, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?7, ?7)",
+            "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, attempt, owner, created_at, started_at, foreground)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?7, ?7, 1)",
             params![run.run_id, run.module, run.entity, serde_json::to_string(&run.trigger)?, run.chat_id, owner, now],
         )?;
         Ok(1)
-    }
-
-    /// Records a run waiting to start.
-    pub fn insert_queued(&self, run: &NewRun) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-            params![
-                run.run_id,
-                run.module,
-                run.entity,
-                serde_json::to_string(&run.trigger)?,
-                run.chat_id,
-                now_text()
-            ],
-        )?;
-        Ok(())
     }
 
     /// Moves a queued run to running under `owner`; returns its attempt number.
@@ -210,13 +273,14 @@ impl Ledger {
             n += 1;
         };
         let changed = tx.execute(
-            "UPDATE runs SET phase = 'finishing', status = ?2, outcome_json = ?3, journal_path = ?4
-             WHERE run_id = ?1 AND phase = 'running'",
+            "UPDATE runs SET phase = 'finishing', status = ?2, outcome_json = ?3, journal_path = ?4,
+             cost_usd = ?5 WHERE run_id = ?1 AND phase = 'running'",
             params![
                 run_id,
                 finish.entry.status.as_str(),
                 serde_json::to_string(finish)?,
-                path
+                path,
+                finish.entry.cost_usd()
             ],
         )?;
         anyhow::ensure!(changed == 1, "run {run_id} is not running");
@@ -233,11 +297,293 @@ impl Ledger {
         Ok(())
     }
 
+    /// Puts a running run back in the queue, to start again no sooner than `not_before`.
+    pub fn requeue(&self, run_id: &str, not_before: DateTime<Utc>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET phase = 'queued', owner = NULL, not_before = ?2 WHERE run_id = ?1",
+            params![
+                run_id,
+                not_before.to_rfc3339_opts(SecondsFormat::Micros, true)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Queued runs that may start at `now`, oldest first.
+    pub fn startable(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM runs WHERE phase = 'queued' AND (not_before IS NULL OR not_before <= ?1)
+             ORDER BY created_at, rowid LIMIT ?2"
+        ))?;
+        let now = now.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let rows = stmt
+            .query_map(params![now, limit as i64], row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The earliest time a queued run waits for, if any waits.
+    pub fn next_not_before(&self) -> Result<Option<DateTime<Utc>>> {
+        let text: Option<String> = self.conn().query_row(
+            "SELECT MIN(not_before) FROM runs WHERE phase = 'queued' AND not_before IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(parse_time(text))
+    }
+
+    /// Accepts a trigger into the inbox; `false` when its delivery id was seen before.
+    pub fn accept(&self, d: &NewDelivery) -> Result<bool> {
+        let changed = self.intake.lock().unwrap_or_else(|p| p.into_inner()).execute(
+            "INSERT INTO deliveries (source, delivery_id, trigger_json, module, entity, chat_id, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (source, delivery_id) DO NOTHING",
+            params![
+                d.source,
+                d.delivery_id,
+                serde_json::to_string(&d.trigger)?,
+                d.module,
+                d.entity,
+                d.chat_id,
+                now_text()
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Deliveries accepted but not dispatched yet, oldest first.
+    pub fn undispatched(&self, limit: usize) -> Result<Vec<Delivery>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, source, trigger_json, module, entity, chat_id FROM deliveries
+             WHERE dispatched = 0 ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                let trigger: String = r.get(2)?;
+                Ok(Delivery {
+                    seq: r.get(0)?,
+                    source: r.get(1)?,
+                    trigger: serde_json::from_str(&trigger).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            2,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?,
+                    module: r.get(3)?,
+                    entity: r.get(4)?,
+                    chat_id: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records what one delivery became, all at once: its runs queued, its decisions logged,
+    /// the delivery marked done. A crash before the commit leaves the delivery to dispatch
+    /// again; after it, nothing of it is done twice.
+    pub fn dispatched(&self, seq: i64, runs: &[NewRun], decisions: &[Decision]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_text();
+        for run in runs {
+            tx.execute(
+                "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                params![run.run_id, run.module, run.entity, serde_json::to_string(&run.trigger)?, run.chat_id, now],
+            )?;
+        }
+        for d in decisions {
+            insert_decision(&tx, d)?;
+        }
+        tx.execute("UPDATE deliveries SET dispatched = 1 WHERE seq = ?1", [seq])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Logs one decision on its own.
+    pub fn decide(&self, d: &Decision) -> Result<()> {
+        insert_decision(&self.conn(), d)
+    }
+
+    /// The why-not log, newest first.
+    pub fn decisions(
+        &self,
+        module: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<Decision>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, module, entity, trigger, delivery_id, reason, detail FROM decisions
+             WHERE (?1 IS NULL OR module = ?1) AND (?2 IS NULL OR at >= ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let since = since.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+        let rows = stmt
+            .query_map(params![module, since, limit as i64], |r| {
+                Ok(Decision {
+                    at: parse_time(r.get(0)?).unwrap_or_default(),
+                    module: r.get(1)?,
+                    entity: r.get(2)?,
+                    trigger: r.get(3)?,
+                    delivery_id: r.get(4)?,
+                    reason: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// What the guardrails need to know about `module` and `entity`.
+    pub fn facts(&self, module: &str, entity: &str, day_start: DateTime<Utc>) -> Result<Facts> {
+        let conn = self.conn();
+        let day = day_start.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let (off_reason, waived): (Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT off_reason, budget_waived FROM switches WHERE module = ?1",
+                [module],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((None, None));
+        let spent: f64 = conn.query_row(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE module = ?1 AND finished_at >= ?2",
+            params![module, day],
+            |r| r.get(0),
+        )?;
+        let last: Option<String> = conn.query_row(
+            "SELECT MAX(created_at) FROM runs WHERE module = ?1 AND entity = ?2",
+            params![module, entity],
+            |r| r.get(0),
+        )?;
+        let in_phase = |phases: &str| -> Result<Option<String>> {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT run_id FROM runs WHERE module = ?1 AND entity = ?2 AND phase IN ({phases}) ORDER BY created_at LIMIT 1"),
+                    params![module, entity],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        };
+        Ok(Facts {
+            switched_off: off_reason,
+            spent_today_usd: spent,
+            budget_waived: waived.as_deref().is_some_and(|w| w >= day.as_str()),
+            last_run_at: parse_time(last),
+            queued: in_phase("'queued'")?,
+            running: in_phase("'running', 'finishing'")?,
+        })
+    }
+
+    /// Money a module spent since `day_start`.
+    pub fn spent_since(&self, module: &str, day_start: DateTime<Utc>) -> Result<f64> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE module = ?1 AND finished_at >= ?2",
+            params![
+                module,
+                day_start.to_rfc3339_opts(SecondsFormat::Micros, true)
+            ],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Switches a module off (`Some(reason)`) or on; switching on lifts its budget for today.
+    pub fn switch(&self, module: &str, off_reason: Option<&str>) -> Result<()> {
+        let waived = off_reason.is_none().then(now_text);
+        self.conn().execute(
+            "INSERT INTO switches (module, off_reason, budget_waived) VALUES (?1, ?2, ?3)
+             ON CONFLICT (module) DO UPDATE SET off_reason = ?2, budget_waived = COALESCE(?3, budget_waived)",
+            params![module, off_reason, waived],
+        )?;
+        Ok(())
+    }
+
+    /// The status of the last finished run for this entity before `run_id`.
+    pub fn previous_status(
+        &self,
+        module: &str,
+        entity: &str,
+        run_id: &str,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT status FROM runs WHERE module = ?1 AND entity = ?2 AND run_id != ?3
+                 AND phase = 'finished' AND status IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
+                params![module, entity, run_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn last_fire(&self, module: &str, trigger: &str) -> Result<Option<DateTime<Utc>>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT last_fire FROM schedules WHERE module = ?1 AND trigger = ?2",
+                params![module, trigger],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(parse_time(text))
+    }
+
+    /// Records a schedule's new last fire time together with the fire's delivery (if it fires)
+    /// and its decisions, in one transaction: a fire time is handled once, whatever crashes.
+    pub fn schedule_handled(
+        &self,
+        module: &str,
+        trigger: &str,
+        last_fire: DateTime<Utc>,
+        fire: Option<&NewDelivery>,
+        decisions: &[Decision],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO schedules (module, trigger, last_fire) VALUES (?1, ?2, ?3)
+             ON CONFLICT (module, trigger) DO UPDATE SET last_fire = ?3",
+            params![
+                module,
+                trigger,
+                last_fire.to_rfc3339_opts(SecondsFormat::Micros, true)
+            ],
+        )?;
+        if let Some(d) = fire {
+            tx.execute(
+                "INSERT INTO deliveries (source, delivery_id, trigger_json, module, entity, chat_id, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (source, delivery_id) DO NOTHING",
+                params![d.source, d.delivery_id, serde_json::to_string(&d.trigger)?, d.module, d.entity, d.chat_id, now_text()],
+            )?;
+        }
+        for d in decisions {
+            insert_decision(&tx, d)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn get(&self, run_id: &str) -> Result<Option<RunRow>> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ?1"))?;
         Ok(stmt.query_row([run_id], row).optional()?)
+    }
+
+    /// Whether a run was started in the foreground (`kai run`), where nobody waits for a retry.
+    pub fn is_foreground(&self, run_id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT foreground FROM runs WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
     }
 
     /// Runs that were running or finishing, owned by someone other than `except_owner`.
@@ -261,6 +607,34 @@ impl Ledger {
             |r| r.get(0),
         )?)
     }
+}
+
+fn insert_decision(conn: &Connection, d: &Decision) -> Result<()> {
+    conn.execute(
+        "INSERT INTO decisions (at, module, entity, trigger, delivery_id, reason, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            d.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            d.module,
+            d.entity,
+            d.trigger,
+            d.delivery_id,
+            d.reason,
+            d.detail
+        ],
+    )?;
+    Ok(())
+}
+
+/// A trigger on its way into the inbox.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub source: String,
+    pub delivery_id: String,
+    pub trigger: Trigger,
+    pub module: Option<String>,
+    pub entity: Option<String>,
+    pub chat_id: Option<i64>,
 }
 
 const COLUMNS: &str =

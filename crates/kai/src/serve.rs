@@ -1,23 +1,25 @@
 //! `kai serve`: the daemon. It recovers what a previous run of kai left in flight, loads the
-//! modules, and runs until Ctrl-C or SIGTERM. Shutdown is explicit: one cancellation token
+//! modules, serves HTTP, dispatches, schedules, and runs until Ctrl-C or SIGTERM. Shutdown is explicit: one cancellation token
 //! goes to every task, a task tracker says when all are done, and runs still going after the
 //! grace period are killed and journaled as interrupted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use anyhow::{Context as _, Result};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::modules::load_registry;
+use crate::daemon::Daemon;
+use crate::engine::{Engine, Recovered};
 use crate::runner::{become_subreaper, reap_strays, ProcessRunner};
 
 /// How long runs in flight get to finish when kai is asked to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often schedules are looked at.
+const SCHEDULE_TICK: Duration = Duration::from_secs(1);
+/// How often manifests are checked for changes.
+const MANIFEST_POLL: Duration = Duration::from_secs(1);
 
 pub fn run(config: Config) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -28,23 +30,30 @@ pub fn run(config: Config) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     become_subreaper();
-    let engine = Arc::new(Engine::open(config, Arc::new(ProcessRunner))?);
+    let engine = Engine::open(config, Arc::new(ProcessRunner))?;
     engine.data.clean_tmp()?;
     for r in engine.recover()? {
-        info!(run = %r.entry.run_id, module = %r.entry.module, status = %r.entry.status, "recovered a run left in flight");
+        log_recovered(&r);
     }
-    let registry = load_registry(&engine.data.modules_dir());
+    let addr = engine.config.http_addr.clone();
+    let daemon = Daemon::new(Arc::new(engine));
+    let registry = daemon.registry();
     for e in registry.errors() {
         warn!("module not loaded: {e}");
     }
-    info!(
-        data_dir = %engine.data.root().display(),
-        modules = registry.len(),
-        "kai is running; Ctrl-C stops it"
-    );
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (KAI_HTTP_ADDR)"))?;
+    let bound = listener.local_addr()?;
+    if daemon.engine.config.github_webhook_secret.is_none() {
+        info!("GitHub webhooks are off: set KAI_GITHUB_WEBHOOK_SECRET to accept them");
+    }
 
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let tasks = daemon.tasks.clone();
+    let shutdown = daemon.shutdown.clone();
+    tasks.spawn(daemon.clone().pump());
+    tasks.spawn(daemon.clone().run_schedules(SCHEDULE_TICK));
+    tasks.spawn(daemon.clone().watch_manifests(MANIFEST_POLL));
     tasks.spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -57,17 +66,39 @@ async fn serve(config: Config) -> Result<()> {
             }
         }
     });
+    let server = {
+        let shutdown = shutdown.clone();
+        let app = crate::http::router(daemon.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        })
+    };
+    // Tests and scripts read this line to find the port when KAI_HTTP_ADDR ends in :0.
+    info!(
+        addr = %bound,
+        data_dir = %daemon.engine.data.root().display(),
+        modules = registry.len(),
+        "kai is listening on http://{bound}; Ctrl-C stops it"
+    );
 
     wait_for_stop().await;
     info!("stopping: runs in flight get {}s", SHUTDOWN_GRACE.as_secs());
     shutdown.cancel();
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(5), tasks.wait())
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await
         .is_err()
     {
-        warn!("some tasks did not stop in time");
+        warn!(
+            "runs still going after {}s are killed and journaled as interrupted",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        daemon.kill_runs.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
+    let _ = server.await;
     info!("stopped");
     Ok(())
 }
@@ -85,5 +116,21 @@ async fn wait_for_stop() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm => {}
+    }
+}
+
+fn log_recovered(r: &Recovered) {
+    match r {
+        Recovered::Finished(f) => {
+            let e = &f.entry;
+            info!(run = %e.run_id, module = %e.module, status = %e.status, "recovered a run left in flight");
+        }
+        Recovered::Requeued {
+            run_id,
+            module,
+            attempt,
+        } => {
+            info!(run = %run_id, module = %module, attempt, "requeued a run left in flight");
+        }
     }
 }

@@ -1,0 +1,528 @@
+//! The daemon's moving parts: the dispatcher (inbox → runs or decisions), the queue (runs →
+//! processes, within each module's limits), the scheduler and the manifest watcher. One
+//! `Daemon` holds what they share; `serve` starts them and stops them.
+//!
+//! Data flows one way: an adapter (HTTP, scheduler, later Telegram and the API) accepts a
+//! trigger into the durable inbox and wakes the dispatcher; the dispatcher asks the registry
+//! and the guardrails and queues runs in the ledger; the queue starts them; the engine
+//! journals them; the notifier announces them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use kai_core::announce::{announce, Announcement};
+use kai_core::guard::{admit, Admission, Reason};
+use kai_core::registry::{Match, WebhookEvent};
+use kai_core::{LoadedModule, Registry, Trigger as ManifestTrigger};
+use kai_sdk::{Trigger, TriggerType};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::engine::{day_start, new_run_id, Engine, RunEnd};
+use crate::ledger::{Decision, Delivery, NewDelivery, NewRun};
+use crate::modules::load_registry;
+use crate::notify::Note;
+
+/// Runs in flight, for the limits.
+#[derive(Default)]
+struct Running {
+    per_module: HashMap<String, u32>,
+    entities: HashSet<(String, String)>,
+}
+
+pub struct Daemon {
+    pub engine: Arc<Engine>,
+    registry: RwLock<Arc<Registry>>,
+    wake: Notify,
+    running: Mutex<Running>,
+    /// Runs already told they wait for the concurrency limit (one decision per run).
+    noted_waiting: Mutex<HashSet<String>>,
+    /// Stops loops and the starting of new runs.
+    pub shutdown: CancellationToken,
+    /// Kills runs still going once the shutdown grace period is over.
+    pub kill_runs: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+fn decision(
+    d: &Trigger,
+    module: Option<&str>,
+    entity: Option<&str>,
+    reason: Reason,
+    detail: String,
+) -> Decision {
+    Decision {
+        at: Utc::now(),
+        module: module.map(str::to_owned),
+        entity: entity.map(str::to_owned),
+        trigger: d.label(),
+        delivery_id: d.delivery_id.clone(),
+        reason: reason.as_str().to_owned(),
+        detail,
+    }
+}
+
+impl Daemon {
+    pub fn new(engine: Arc<Engine>) -> Arc<Daemon> {
+        let registry = load_registry(&engine.data.modules_dir());
+        Arc::new(Daemon {
+            engine,
+            registry: RwLock::new(Arc::new(registry)),
+            wake: Notify::new(),
+            running: Mutex::new(Running::default()),
+            noted_waiting: Mutex::new(HashSet::new()),
+            shutdown: CancellationToken::new(),
+            kill_runs: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Something changed: a delivery arrived, a run ended, the registry was reloaded.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Accepts a trigger into the inbox; `false` for a delivery id seen before.
+    pub fn accept(&self, delivery: &NewDelivery) -> Result<bool> {
+        let fresh = self.engine.ledger.accept(delivery)?;
+        if fresh {
+            self.wake();
+        }
+        Ok(fresh)
+    }
+
+    /// Logs a duplicate delivery against every module it would have reached.
+    pub fn record_duplicate(&self, source: &str, trigger: &Trigger) {
+        let registry = self.registry();
+        let ev = WebhookEvent {
+            source,
+            event: trigger.event.as_deref().unwrap_or_default(),
+            action: trigger.action.as_deref(),
+            payload: &trigger.payload,
+        };
+        let detail = format!(
+            "delivery {} was seen before",
+            trigger.delivery_id.as_deref().unwrap_or("?")
+        );
+        let mut modules: Vec<Option<String>> = registry
+            .match_webhook(&ev)
+            .into_iter()
+            .map(|m| match m {
+                Match::Run { module, .. } | Match::Mismatch { module, .. } => {
+                    Some(module.name().to_owned())
+                }
+            })
+            .collect();
+        if modules.is_empty() {
+            modules.push(None);
+        }
+        for module in modules {
+            let d = decision(
+                trigger,
+                module.as_deref(),
+                None,
+                Reason::Duplicate,
+                detail.clone(),
+            );
+            if let Err(e) = self.engine.ledger.decide(&d) {
+                warn!("cannot log a decision: {e:#}");
+            }
+        }
+    }
+
+    /// The dispatcher and the queue, until shutdown.
+    pub async fn pump(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.dispatch_inbox() {
+                warn!("dispatch failed, will retry: {e:#}");
+            }
+            if let Err(e) = self.start_runs() {
+                warn!("starting runs failed, will retry: {e:#}");
+            }
+            let next = self.engine.ledger.next_not_before().ok().flatten();
+            let pause = next
+                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Turns every waiting delivery into runs and decisions.
+    fn dispatch_inbox(&self) -> Result<()> {
+        loop {
+            let batch = self.engine.ledger.undispatched(256)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let registry = self.registry();
+            for delivery in batch {
+                let (runs, decisions, note) = self.plan(&registry, &delivery)?;
+                self.engine
+                    .ledger
+                    .dispatched(delivery.seq, &runs, &decisions)?;
+                for d in &decisions {
+                    debug!(module = ?d.module, reason = %d.reason, "{}", d.detail);
+                }
+                if let Some(text) = note {
+                    self.engine.notifier().send(Note { module: None, text });
+                }
+            }
+        }
+    }
+
+    /// What one delivery becomes: runs to queue, decisions to log, and an announcement when no
+    /// module takes the event.
+    fn plan(
+        &self,
+        registry: &Registry,
+        d: &Delivery,
+    ) -> Result<(Vec<NewRun>, Vec<Decision>, Option<String>)> {
+        let mut runs = Vec::new();
+        let mut decisions = Vec::new();
+        let t = &d.trigger;
+        let now = Utc::now();
+        let consider = |module: &LoadedModule,
+                        entity: String,
+                        runs: &mut Vec<NewRun>,
+                        decisions: &mut Vec<Decision>|
+         -> Result<()> {
+            let facts = self
+                .engine
+                .ledger
+                .facts(module.name(), &entity, day_start(now))?;
+            // Two runs for one entity planned from one delivery cannot happen (one run per
+            // module), so the ledger's facts are the whole truth here.
+            match admit(&module.manifest, &facts, now) {
+                Admission::Run => runs.push(NewRun {
+                    run_id: new_run_id(),
+                    module: module.name().to_owned(),
+                    entity,
+                    trigger: t.clone(),
+                    chat_id: d.chat_id.or(self.engine.config.chat_id()),
+                }),
+                Admission::Decline(reason, detail) => decisions.push(decision(
+                    t,
+                    Some(module.name()),
+                    Some(&entity),
+                    reason,
+                    detail,
+                )),
+            }
+            Ok(())
+        };
+        if let Some(name) = &d.module {
+            match registry.get(name) {
+                Some(module) => {
+                    let entity = match &d.entity {
+                        Some(e) => e.clone(),
+                        None => module
+                            .manifest
+                            .entity_for(&t.payload, t.kind.as_str())
+                            .unwrap_or_else(|_| t.kind.as_str().to_owned()),
+                    };
+                    consider(module, entity, &mut runs, &mut decisions)?;
+                }
+                None => decisions.push(decision(
+                    t,
+                    Some(name),
+                    d.entity.as_deref(),
+                    Reason::Filter,
+                    format!("module {name} is not loaded"),
+                )),
+            }
+            return Ok((runs, decisions, None));
+        }
+        let event = t.event.as_deref().unwrap_or_default();
+        let ev = WebhookEvent {
+            source: &d.source,
+            event,
+            action: t.action.as_deref(),
+            payload: &t.payload,
+        };
+        let matches = registry.match_webhook(&ev);
+        let own = self.own_account(&d.source, &t.payload);
+        let mut taken = false;
+        for m in matches {
+            taken = true;
+            match m {
+                Match::Run { module, entity } => match &own {
+                    Some(login) => decisions.push(decision(
+                        t,
+                        Some(module.name()),
+                        Some(&entity),
+                        Reason::Loop,
+                        format!("sent by kai's own account {login}"),
+                    )),
+                    None => consider(module, entity, &mut runs, &mut decisions)?,
+                },
+                Match::Mismatch { module, reason } => decisions.push(decision(
+                    t,
+                    Some(module.name()),
+                    None,
+                    Reason::Filter,
+                    reason,
+                )),
+            }
+        }
+        let note = match (taken, d.source.as_str()) {
+            (false, "github") => match announce(event, &t.payload) {
+                Announcement::Text(text) => Some(text),
+                Announcement::Ignored(why) => {
+                    debug!("event not announced: {why}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok((runs, decisions, note))
+    }
+
+    /// The login of kai's own GitHub account when it sent this event.
+    fn own_account(&self, source: &str, payload: &Value) -> Option<String> {
+        let own = self.engine.config.github_login.as_deref()?;
+        let sender = payload.get("sender")?.get("login")?.as_str()?;
+        (source == "github" && sender.eq_ignore_ascii_case(own)).then(|| sender.to_owned())
+    }
+
+    /// Starts every queued run its module's limits allow.
+    fn start_runs(self: &Arc<Self>) -> Result<()> {
+        if self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let registry = self.registry();
+        for row in self.engine.ledger.startable(Utc::now(), 1000)? {
+            let Some(module) = registry.get(&row.module).cloned() else {
+                // The module went away while its run waited: the run ends, saying why.
+                let engine = self.engine.clone();
+                let reason = format!("module {} is no longer loaded", row.module);
+                if let Err(e) = engine.abandon(&row, reason) {
+                    warn!("cannot close run {}: {e:#}", row.run_id);
+                }
+                continue;
+            };
+            let limit = module.manifest.concurrency.0;
+            let key = (row.module.clone(), row.entity.clone());
+            {
+                let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                let count = running.per_module.get(&row.module).copied().unwrap_or(0);
+                if running.entities.contains(&key) {
+                    continue; // one run per entity at a time; this one waits its turn
+                }
+                if count >= limit {
+                    drop(running);
+                    self.note_waiting(&row.run_id, &row.trigger, &row.module, &row.entity, limit);
+                    continue;
+                }
+                *running.per_module.entry(row.module.clone()).or_default() += 1;
+                running.entities.insert(key.clone());
+            }
+            let daemon = self.clone();
+            self.tasks.spawn(async move {
+                let end = daemon.engine.start_queued(&module, &row, daemon.kill_runs.clone()).await;
+                match end {
+                    Ok(RunEnd::Finished(f)) => {
+                        info!(run = %f.entry.run_id, module = %f.entry.module, status = %f.entry.status, "run finished")
+                    }
+                    Ok(RunEnd::Retrying { attempt, not_before }) => {
+                        info!(run = %row.run_id, module = %row.module, attempt, %not_before, "run will be retried")
+                    }
+                    Err(e) => warn!(run = %row.run_id, "run failed in kai: {e:#}"),
+                }
+                {
+                    let mut running = daemon.running.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(c) = running.per_module.get_mut(&key.0) {
+                        *c = c.saturating_sub(1);
+                    }
+                    running.entities.remove(&key);
+                }
+                daemon.noted_waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&row.run_id);
+                daemon.wake();
+            });
+        }
+        Ok(())
+    }
+
+    fn note_waiting(
+        &self,
+        run_id: &str,
+        trigger: &Trigger,
+        module: &str,
+        entity: &str,
+        limit: u32,
+    ) {
+        let first = self
+            .noted_waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.to_owned());
+        if first {
+            let d = decision(
+                trigger,
+                Some(module),
+                Some(entity),
+                Reason::Concurrency,
+                format!("run {run_id} waits: {limit} run(s) of {module} already going (concurrency {limit})"),
+            );
+            let _ = self.engine.ledger.decide(&d);
+        }
+    }
+
+    /// Re-reads the manifests when any of them changed, every `every`, until shutdown.
+    pub async fn watch_manifests(self: Arc<Self>, every: Duration) {
+        let mut seen = manifest_fingerprint(&self.engine.data.modules_dir());
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let now = manifest_fingerprint(&self.engine.data.modules_dir());
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let registry = load_registry(&self.engine.data.modules_dir());
+            for e in registry.errors() {
+                warn!("module not loaded: {e}");
+            }
+            info!(
+                modules = registry.len(),
+                "manifests changed; modules reloaded"
+            );
+            *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+            self.wake();
+        }
+    }
+
+    /// Fires schedules, every `tick`, until shutdown.
+    pub async fn run_schedules(self: Arc<Self>, tick: Duration) {
+        loop {
+            if let Err(e) = self.fire_schedules(Utc::now(), tick) {
+                warn!("schedules: {e:#}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Handles every schedule trigger at `now`: fires what is due, logs what was missed.
+    pub fn fire_schedules(&self, now: DateTime<Utc>, tick: Duration) -> Result<()> {
+        use kai_core::schedule::{fire_key, plan};
+        let grace = (tick * 2).max(Duration::from_secs(60));
+        let registry = self.registry();
+        let mut fired = false;
+        for module in registry.modules() {
+            for (index, trigger) in module.manifest.triggers.iter().enumerate() {
+                let (label, catchup) = match trigger {
+                    ManifestTrigger::Schedule { cron, tz, .. } => (
+                        format!(
+                            "{} {}",
+                            cron.as_str(),
+                            tz.map(|z| z.name()).unwrap_or("UTC")
+                        ),
+                        "schedule",
+                    ),
+                    ManifestTrigger::Every { interval, .. } => {
+                        (format!("every {interval}"), "every")
+                    }
+                    _ => continue,
+                };
+                let key = format!("{index}:{label}");
+                let last = self.engine.ledger.last_fire(module.name(), &key)?;
+                let p = plan(trigger, last, now, grace);
+                let trig = |fire: DateTime<Utc>| Trigger {
+                    kind: TriggerType::Schedule,
+                    source: None,
+                    event: Some(label.clone()),
+                    action: None,
+                    delivery_id: Some(fire_key(module.name(), index, fire)),
+                    payload: serde_json::json!({
+                        "fire_time": fire.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "catch_up": p.catch_up,
+                        "missed": p.skipped_count,
+                    }),
+                };
+                let delivery = p.run.map(|fire| NewDelivery {
+                    source: "schedule".into(),
+                    delivery_id: fire_key(module.name(), index, fire),
+                    trigger: trig(fire),
+                    module: Some(module.name().to_owned()),
+                    entity: None,
+                    chat_id: None,
+                });
+                let mut decisions = Vec::new();
+                if p.skipped_count > 0 {
+                    let first = p.skipped.first().copied().unwrap_or(now);
+                    let last_missed = p.skipped.last().copied().unwrap_or(now);
+                    let detail = format!(
+                        "{} fire time(s) of {catchup} `{label}` passed while kai was down ({} to {}); {}",
+                        p.skipped_count,
+                        first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        last_missed.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        if p.run.is_some() { "one catch-up run instead" } else { "not run (catchup: skip)" }
+                    );
+                    decisions.push(decision(
+                        &trig(last_missed),
+                        Some(module.name()),
+                        None,
+                        Reason::MissedSchedule,
+                        detail,
+                    ));
+                }
+                if delivery.is_some() || !decisions.is_empty() || last != Some(p.last_fire) {
+                    self.engine.ledger.schedule_handled(
+                        module.name(),
+                        &key,
+                        p.last_fire,
+                        delivery.as_ref(),
+                        &decisions,
+                    )?;
+                }
+                fired |= delivery.is_some();
+            }
+        }
+        if fired {
+            self.wake();
+        }
+        Ok(())
+    }
+}
+
+/// Names, sizes and times of every manifest: a change in any of them means reload.
+fn manifest_fingerprint(modules_dir: &std::path::Path) -> Vec<(String, u64, Option<SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(modules_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path().join("module.yaml");
+            let meta = std::fs::metadata(&path).ok()?;
+            Some((
+                path.to_string_lossy().into_owned(),
+                meta.len(),
+                meta.modified().ok(),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
