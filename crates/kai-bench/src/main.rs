@@ -303,8 +303,7 @@ fn sibling(name: &str) -> Result<PathBuf> {
 
 // --- the floor ---------------------------------------------------------------------------
 
-fn spawn_true(n: usize) -> Result<Stats> {
-    let mut samples = Vec::with_capacity(n);
+fn spawn_true(n: usize, samples: &mut Vec<Duration>) -> Result<()> {
     for _ in 0..n {
         let (d, status) = time(|| {
             Command::new("/bin/true")
@@ -318,12 +317,16 @@ fn spawn_true(n: usize) -> Result<Stats> {
         }
         samples.push(d);
     }
-    Ok(stats(samples))
+    Ok(())
 }
 
 /// The module on its own: started with piped stdio, the context written, the result read.
-fn spawn_noop_direct(noop: &Path, n: usize, context: &[u8]) -> Result<Stats> {
-    let mut samples = Vec::with_capacity(n);
+fn spawn_noop_direct(
+    noop: &Path,
+    context: &[u8],
+    n: usize,
+    samples: &mut Vec<Duration>,
+) -> Result<()> {
     for _ in 0..n {
         let start = Instant::now();
         let mut child = Command::new(noop)
@@ -343,7 +346,7 @@ fn spawn_noop_direct(noop: &Path, n: usize, context: &[u8]) -> Result<Stats> {
             return Err("noop-module did not answer done".into());
         }
     }
-    Ok(stats(samples))
+    Ok(())
 }
 
 fn sample_entry(i: usize, timestamp: DateTime<Utc>, entity: &str) -> JournalEntry {
@@ -386,55 +389,87 @@ fn pretty(entry: &JournalEntry) -> Vec<u8> {
     bytes
 }
 
-fn atomic_write(root: &Path, n: usize) -> Result<Stats> {
-    let data = DataDir::open(&root.join("floor-data"))?;
-    let events = data.events_dir("floor");
-    std::fs::create_dir_all(&events)?;
-    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let ts = t0 + chrono::Duration::seconds(i as i64);
-        let entry = sample_entry(i + 1, ts, "octo/repo#42");
-        let bytes = pretty(&entry);
-        let path = events.join(entry.file_name(1));
-        let (d, r) = time(|| data.write_atomic(&path, &bytes));
-        r?;
-        samples.push(d);
+/// One atomic write of a new journal-sized file (about 500 bytes), as a run's journal file is
+/// written: `DataDir::write_atomic`.
+struct AtomicWrites {
+    data: DataDir,
+    events: PathBuf,
+    next: usize,
+}
+
+impl AtomicWrites {
+    fn open(root: &Path) -> Result<AtomicWrites> {
+        let data = DataDir::open(&root.join("floor-data"))?;
+        let events = data.events_dir("floor");
+        std::fs::create_dir_all(&events)?;
+        Ok(AtomicWrites {
+            data,
+            events,
+            next: 0,
+        })
     }
-    Ok(stats(samples))
+
+    fn measure(&mut self, n: usize, samples: &mut Vec<Duration>) -> Result<()> {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for _ in 0..n {
+            self.next += 1;
+            let ts = t0 + chrono::Duration::seconds(self.next as i64);
+            let entry = sample_entry(self.next, ts, "octo/repo#42");
+            let bytes = pretty(&entry);
+            let path = self.events.join(entry.file_name(1));
+            let (d, r) = time(|| self.data.write_atomic(&path, &bytes));
+            r?;
+            samples.push(d);
+        }
+        Ok(())
+    }
 }
 
 /// The ledger's part of one run: insert as running, record the outcome and pick the journal
 /// file's name (one transaction), mark finished. Three commits, no file written.
-fn ledger_writes(root: &Path, n: usize) -> Result<Stats> {
-    let dir = root.join("ledger-only");
-    std::fs::create_dir_all(&dir)?;
-    let ledger = Ledger::open(&dir.join("kai.db"))?;
-    let events = dir.join("events");
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let run = NewRun {
-            run_id: format!("r_ledger{i:08}"),
-            module: "floor".into(),
-            entity: format!("e{i}"),
-            trigger: invoke_trigger(),
-            chat_id: None,
-        };
-        let entry = sample_entry(i + 1, Utc::now(), &run.entity);
-        let finish = Finish {
-            entry,
-            state: None,
-            checkpoint: None,
-        };
-        let start = Instant::now();
-        ledger.insert_running(&run, "o_bench")?;
-        ledger.finishing(&run.run_id, &finish, |k| {
-            events.join(finish.entry.file_name(k))
-        })?;
-        ledger.finished(&run.run_id)?;
-        samples.push(start.elapsed());
+struct LedgerWrites {
+    ledger: Ledger,
+    events: PathBuf,
+    next: usize,
+}
+
+impl LedgerWrites {
+    fn open(root: &Path) -> Result<LedgerWrites> {
+        let dir = root.join("ledger-only");
+        std::fs::create_dir_all(&dir)?;
+        Ok(LedgerWrites {
+            ledger: Ledger::open(&dir.join("kai.db")).map_err(|e| format!("{e:#}"))?,
+            events: dir.join("events"),
+            next: 0,
+        })
     }
-    Ok(stats(samples))
+
+    fn measure(&mut self, n: usize, samples: &mut Vec<Duration>) -> Result<()> {
+        for _ in 0..n {
+            self.next += 1;
+            let run = NewRun {
+                run_id: format!("r_ledger{:08}", self.next),
+                module: "floor".into(),
+                entity: format!("e{}", self.next),
+                trigger: invoke_trigger(),
+                chat_id: None,
+            };
+            let finish = Finish {
+                entry: sample_entry(self.next, Utc::now(), &run.entity),
+                state: None,
+                checkpoint: None,
+            };
+            let events = &self.events;
+            let start = Instant::now();
+            self.ledger.insert_running(&run, "o_bench")?;
+            self.ledger.finishing(&run.run_id, &finish, |k| {
+                events.join(finish.entry.file_name(k))
+            })?;
+            self.ledger.finished(&run.run_id)?;
+            samples.push(start.elapsed());
+        }
+        Ok(())
+    }
 }
 
 // --- end to end --------------------------------------------------------------------------
@@ -459,12 +494,19 @@ enum Entities {
 }
 
 struct Bench {
-    engine: Arc<Engine>,
+    engine: Engine,
     module: LoadedModule,
+    kind: Entities,
+    /// Latency of each run, one after the other, and the wall time of them all.
+    sequential: Vec<Duration>,
+    sequential_wall: Duration,
+    /// Latency of each run, 4 at once, and the wall time of them all.
+    parallel: Vec<Duration>,
+    parallel_wall: Duration,
 }
 
 impl Bench {
-    fn open(data_dir: &Path, noop: &Path) -> Result<Bench> {
+    fn open(data_dir: &Path, noop: &Path, kind: Entities) -> Result<Bench> {
         let module_dir = data_dir.join("modules/noop");
         std::fs::create_dir_all(&module_dir)?;
         let manifest = format!(
@@ -487,14 +529,19 @@ impl Bench {
             .clone();
         let engine = Engine::open(config, Arc::new(ProcessRunner)).map_err(|e| format!("{e:#}"))?;
         Ok(Bench {
-            engine: Arc::new(engine),
+            engine,
             module,
+            kind,
+            sequential: Vec::new(),
+            sequential_wall: Duration::ZERO,
+            parallel: Vec::new(),
+            parallel_wall: Duration::ZERO,
         })
     }
 
-    async fn run(&self, entity: String) -> Result<(Duration, Finished)> {
+    async fn run(&self, entity: String) -> Result<Duration> {
         let start = Instant::now();
-        let finished = self
+        let finished: Finished = self
             .engine
             .run_now(
                 &self.module,
@@ -516,32 +563,37 @@ impl Bench {
             )
             .into());
         }
-        Ok((elapsed, finished))
+        Ok(elapsed)
     }
 
-    fn entity(kind: Entities, task: usize, i: usize) -> String {
-        match kind {
+    fn entity(&self, task: usize, i: usize) -> String {
+        match self.kind {
             Entities::One => "invoke".into(),
             Entities::Distinct => format!("bench/{task}#{i}"),
         }
     }
 
-    async fn sequential(&self, n: usize, kind: Entities) -> Result<(Stats, Duration)> {
-        let mut samples = Vec::with_capacity(n);
-        let start = Instant::now();
-        for i in 0..n {
-            let (d, _) = self.run(Self::entity(kind, 0, i)).await?;
-            samples.push(d);
+    async fn warm_up(&self) -> Result<()> {
+        for i in 0..WARM_UP_RUNS {
+            self.run(format!("warmup#{i}")).await?;
         }
-        Ok((stats(samples), start.elapsed()))
+        Ok(())
     }
 
-    async fn parallel(
-        self: &Arc<Self>,
-        n: usize,
-        tasks: usize,
-        kind: Entities,
-    ) -> Result<(Stats, Duration)> {
+    async fn measure_sequential(&mut self, n: usize) -> Result<()> {
+        let offset = self.sequential.len();
+        let start = Instant::now();
+        for i in 0..n {
+            let d = self.run(self.entity(0, offset + i)).await?;
+            self.sequential.push(d);
+        }
+        self.sequential_wall += start.elapsed();
+        Ok(())
+    }
+
+    /// `n` runs by `tasks` tokio tasks at once; each task runs its share one after the other.
+    async fn measure_parallel(self: &mut Arc<Self>, n: usize, tasks: usize) -> Result<()> {
+        let offset = self.parallel.len();
         let start = Instant::now();
         let mut handles = Vec::new();
         for t in 0..tasks {
@@ -550,8 +602,7 @@ impl Bench {
             handles.push(tokio::spawn(async move {
                 let mut samples = Vec::with_capacity(count);
                 for i in 0..count {
-                    let (d, _) = bench.run(Self::entity(kind, t + 1, i)).await?;
-                    samples.push(d);
+                    samples.push(bench.run(bench.entity(t + 1, offset + i)).await?);
                 }
                 Ok::<_, Error>(samples)
             }));
@@ -560,9 +611,18 @@ impl Bench {
         for h in handles {
             samples.extend(h.await??);
         }
-        Ok((stats(samples), start.elapsed()))
+        let wall = start.elapsed();
+        let me = Arc::get_mut(self).expect("the tasks are over");
+        me.parallel.extend(samples);
+        me.parallel_wall += wall;
+        Ok(())
     }
 }
+
+const WARM_UP_RUNS: usize = 20;
+
+/// The measurements are interleaved in this many rounds.
+const ROUNDS: usize = 10;
 
 // --- the journal -------------------------------------------------------------------------
 
@@ -723,61 +783,64 @@ fn real_main() -> Result<()> {
     )?;
     writeln!(out)?;
 
-    // 1. the floor
-    let context = {
-        let bench_ctx = json!({
-            "protocol": 1, "run_id": "r_01JDBENCH0000000000000000", "module": "noop",
-            "attempt": 1, "trigger": {"type": "invoke", "payload": {}}, "entity": "invoke",
-            "chat_id": null, "settings": {}, "state": {}, "resume": null
-        });
-        serde_json::to_vec(&bench_ctx)?
-    };
-    eprintln!("floor: /bin/true ×{}", args.floor);
-    let true_floor = spawn_true(args.floor)?;
-    eprintln!("floor: noop-module directly ×{}", args.floor);
-    let noop_direct = spawn_noop_direct(&noop, args.floor, &context)?;
-    eprintln!("floor: atomic write ×{}", args.floor);
-    let write = atomic_write(&root, args.floor)?;
-    eprintln!("floor: ledger writes of one run ×{}", args.floor);
-    let ledger = ledger_writes(&root, args.floor)?;
-
-    // 2, 3. end to end
+    // 1-3. The floor and the runs, interleaved: ROUNDS rounds, each doing a share of every
+    // measurement, so that whatever else the machine does falls on all of them alike.
+    let context = serde_json::to_vec(&json!({
+        "protocol": 1, "run_id": "r_01JDBENCH0000000000000000", "module": "noop",
+        "attempt": 1, "trigger": {"type": "invoke", "payload": {}}, "entity": "invoke",
+        "chat_id": null, "settings": {}, "state": {}, "resume": null
+    }))?;
+    let mut true_floor = Vec::new();
+    let mut noop_direct = Vec::new();
+    let mut writes = Vec::new();
+    let mut ledger = Vec::new();
+    let mut atomic = AtomicWrites::open(&root)?;
+    let mut ledger_writes = LedgerWrites::open(&root)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let n = args.runs;
-    let e2e = runtime.block_on(async {
-        kai::runner::become_subreaper();
-        let mut results = Vec::new();
-        for (label, kind) in [
-            ("one entity", Entities::One),
-            ("a new entity each run", Entities::Distinct),
-        ] {
-            let data_dir = root.join(format!("e2e-{kind:?}").to_lowercase());
-            let bench = Arc::new(Bench::open(&data_dir, &noop)?);
-            eprintln!("end to end ({label}): warm-up");
-            for i in 0..20 {
-                bench.run(format!("warmup#{i}")).await?;
-            }
-            eprintln!("end to end ({label}): {n} runs one after the other");
-            let seq = bench.sequential(n, kind).await?;
-            eprintln!("end to end ({label}): {n} runs, 4 at once");
-            let par = bench.parallel(n, 4, kind).await?;
-            let files = count_files(&bench.engine.data.events_dir("noop"));
-            if files != 2 * n + 20 {
-                return Err::<_, Error>(
-                    format!("expected {} journal files, found {files}", 2 * n + 20).into(),
-                );
-            }
-            results.push((label, seq, par));
+    kai::runner::become_subreaper();
+    let mut benches: Vec<(&str, Arc<Bench>)> = Vec::new();
+    for (label, kind) in [
+        ("one entity", Entities::One),
+        ("a new entity each run", Entities::Distinct),
+    ] {
+        let dir = root.join(format!("e2e-{kind:?}").to_lowercase());
+        let bench = Arc::new(Bench::open(&dir, &noop, kind)?);
+        runtime.block_on(bench.warm_up())?;
+        benches.push((label, bench));
+    }
+    let share = |total: usize, round: usize| total / ROUNDS + usize::from(round < total % ROUNDS);
+    for round in 0..ROUNDS {
+        eprintln!("round {}/{ROUNDS}", round + 1);
+        spawn_true(share(args.floor, round), &mut true_floor)?;
+        spawn_noop_direct(&noop, &context, share(args.floor, round), &mut noop_direct)?;
+        atomic.measure(share(args.floor, round), &mut writes)?;
+        ledger_writes.measure(share(args.floor, round), &mut ledger)?;
+        for (_, bench) in &mut benches {
+            let runs = share(args.runs, round);
+            runtime.block_on(async {
+                Arc::get_mut(bench)
+                    .expect("no task holds it")
+                    .measure_sequential(runs)
+                    .await?;
+                bench.measure_parallel(runs, 4).await
+            })?;
         }
-        Ok(results)
-    })?;
+    }
+    for (_, bench) in &benches {
+        let files = count_files(&bench.engine.data.events_dir("noop"));
+        let expected = WARM_UP_RUNS + 2 * args.runs;
+        if files != expected {
+            return Err(format!("expected {expected} journal files, found {files}").into());
+        }
+    }
+    let true_floor = stats(true_floor);
+    let noop_direct = stats(noop_direct);
+    let write = stats(writes);
+    let ledger = stats(ledger);
 
-    writeln!(
-        out,
-        "### One run of a no-op module, and the floor beside it"
-    )?;
+    writeln!(out, "### One run of a no-op module, and the floor beside it")?;
     writeln!(out)?;
     writeln!(out, "| what | n | median ms | p99 ms | max ms | runs/s |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
@@ -789,16 +852,11 @@ fn real_main() -> Result<()> {
             ms(s.median),
             ms(s.p99),
             ms(s.max),
-            rate.map_or_else(|| "".into(), |r| format!("{r:.0}"))
+            rate.map_or_else(String::new, |r| format!("{r:.0}"))
         )
     };
     let per_sec = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
-    row(
-        &mut out,
-        "floor: spawn + wait `/bin/true`",
-        &true_floor,
-        None,
-    )?;
+    row(&mut out, "floor: spawn + wait `/bin/true`", &true_floor, None)?;
     row(
         &mut out,
         "floor: `noop-module` started directly (pipes, context in, result out)",
@@ -817,27 +875,28 @@ fn real_main() -> Result<()> {
         &ledger,
         None,
     )?;
-    for (label, (seq, seq_wall), (par, par_wall)) in &e2e {
+    let mut sequential = Vec::new();
+    for (label, bench) in &benches {
+        let seq = stats(bench.sequential.clone());
+        let par = stats(bench.parallel.clone());
         row(
             &mut out,
-            &format!("**kai run, one after the other** ({label})"),
-            seq,
-            Some(per_sec(seq.n, *seq_wall)),
+            &format!("**run_now, one after the other** ({label})"),
+            &seq,
+            Some(per_sec(seq.n, bench.sequential_wall)),
         )?;
         row(
             &mut out,
-            &format!("**kai run, 4 at once** ({label}; latency of each run)"),
-            par,
-            Some(per_sec(par.n, *par_wall)),
+            &format!("**run_now, 4 at once** ({label}; latency of each run)"),
+            &par,
+            Some(per_sec(par.n, bench.parallel_wall)),
         )?;
+        sequential.push((label, seq));
     }
     writeln!(out)?;
-    writeln!(
-        out,
-        "Overhead of kai per run (median, one after the other):"
-    )?;
+    writeln!(out, "Overhead of kai per run (median, one after the other):")?;
     writeln!(out)?;
-    for (label, (seq, _), _) in &e2e {
+    for (label, seq) in &sequential {
         writeln!(
             out,
             "- {label}: {} ms over spawning `/bin/true`, {} ms over starting `noop-module` directly",
@@ -846,6 +905,8 @@ fn real_main() -> Result<()> {
         )?;
     }
     writeln!(out)?;
+    drop(benches);
+    drop(runtime);
 
     // 4. the journal
     let journal_dir = root.join("journal-data");

@@ -416,8 +416,14 @@ impl CronSpec {
                 "schedule `{text}` has {fields} fields; cron takes 5: minute hour day-of-month month day-of-week"
             ));
         }
-        text.parse::<croner::Cron>()
+        let cron = text
+            .parse::<croner::Cron>()
             .map_err(|e| format!("schedule `{text}` is not a valid cron expression: {e}"))?;
+        // `0 0 31 2 *` parses but never fires; a schedule that silently never runs is a bug.
+        let start = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        if cron.find_next_occurrence(&start, false).is_err() {
+            return Err(format!("schedule `{text}` never fires (no date matches it)"));
+        }
         Ok(CronSpec(text.to_owned()))
     }
 

@@ -66,7 +66,7 @@ macro_rules! check {
 #[macro_export]
 macro_rules! check_eq {
     ($ctx:expr, $left:expr, $right:expr) => {
-        check_eq!($ctx, $left, $right, "")
+        check_eq!($ctx, $left, $right, "they differ")
     };
     ($ctx:expr, $left:expr, $right:expr, $($fmt:tt)+) => {{
         let (left, right) = (&$left, &$right);
@@ -236,13 +236,17 @@ impl Kai {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {text}: {e}"));
-        Background { child, text }
+        Background {
+            child: Some(child),
+            text,
+        }
     }
 
     /// Waits for a command started with [`Kai::spawn`].
-    pub fn finish(&self, bg: Background) -> Run {
-        let output = bg.child.wait_with_output().unwrap();
-        self.record(bg.text, output)
+    pub fn finish(&self, mut bg: Background) -> Run {
+        let child = bg.child.take().expect("not finished yet");
+        let output = child.wait_with_output().unwrap();
+        self.record(std::mem::take(&mut bg.text), output)
     }
 
     fn record(&self, text: String, output: Output) -> Run {
@@ -432,21 +436,31 @@ pub struct LedgerRow {
     pub journal_path: Option<String>,
 }
 
-/// A `kai` command started in the background.
+/// A `kai` command started in the background; killed if the test fails before it is
+/// finished.
 pub struct Background {
-    pub child: Child,
-    pub text: String,
+    child: Option<Child>,
+    text: String,
 }
 
 impl Background {
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.as_ref().expect("not finished yet").id() as i32
     }
 
     /// Sends `signal` to the kai process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child, which has not been waited for yet.
         unsafe { libc::kill(self.pid(), signal) };
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -864,4 +878,27 @@ pub fn now_seconds() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// The live children of process `pid`, found by scanning `/proc`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == pid && state != "Z" && state != "X" {
+            children.push(child);
+        }
+    }
+    children
 }
