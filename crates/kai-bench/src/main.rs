@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -32,7 +32,8 @@ use kai::config::{Config, SettingsArgs};
 use kai::data_dir::DataDir;
 use kai::engine::{Engine, Finished, Invocation};
 use kai::ledger::{Finish, Ledger, NewRun};
-use kai::runner::ProcessRunner;
+use kai::runner::{BoxFuture, ModuleRunner, ProcessRunner, ProcessSpec};
+use kai_core::outcome::ProcessReport;
 use kai_core::{JournalEntry, JournalStatus, LoadedModule};
 use kai_sdk::{Trigger, TriggerType};
 use serde_json::json;
@@ -493,8 +494,38 @@ enum Entities {
     Distinct,
 }
 
+/// The real runner, timed: from the start of `ModuleRunner::run` (spawn) to its report (the
+/// process reaped, its output read). What a run costs beyond this is the engine's own work.
+#[derive(Default)]
+struct TimedRunner {
+    inner: ProcessRunner,
+    samples: Mutex<Vec<Duration>>,
+}
+
+impl ModuleRunner for TimedRunner {
+    fn run<'a>(&'a self, spec: ProcessSpec, cancel: CancellationToken) -> BoxFuture<'a, ProcessReport> {
+        Box::pin(async move {
+            let start = Instant::now();
+            let report = self.inner.run(spec, cancel).await;
+            let elapsed = start.elapsed();
+            self.samples.lock().expect("not poisoned").push(elapsed);
+            report
+        })
+    }
+}
+
+impl TimedRunner {
+    fn take(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.samples.lock().expect("not poisoned"))
+    }
+}
+
 struct Bench {
     engine: Engine,
+    runner: Arc<TimedRunner>,
+    /// Time in the runner, runs one after the other and 4 at once.
+    sequential_runner: Vec<Duration>,
+    parallel_runner: Vec<Duration>,
     module: LoadedModule,
     kind: Entities,
     /// Latency of each run, one after the other, and the wall time of them all.
@@ -527,9 +558,13 @@ impl Bench {
             .get("noop")
             .ok_or("the noop module did not load")?
             .clone();
-        let engine = Engine::open(config, Arc::new(ProcessRunner)).map_err(|e| format!("{e:#}"))?;
+        let runner = Arc::new(TimedRunner::default());
+        let engine = Engine::open(config, runner.clone()).map_err(|e| format!("{e:#}"))?;
         Ok(Bench {
             engine,
+            runner,
+            sequential_runner: Vec::new(),
+            parallel_runner: Vec::new(),
             module,
             kind,
             sequential: Vec::new(),
@@ -577,6 +612,7 @@ impl Bench {
         for i in 0..WARM_UP_RUNS {
             self.run(format!("warmup#{i}")).await?;
         }
+        self.runner.take();
         Ok(())
     }
 
@@ -588,6 +624,8 @@ impl Bench {
             self.sequential.push(d);
         }
         self.sequential_wall += start.elapsed();
+        let in_runner = self.runner.take();
+        self.sequential_runner.extend(in_runner);
         Ok(())
     }
 
@@ -615,6 +653,8 @@ impl Bench {
         let me = Arc::get_mut(self).expect("the tasks are over");
         me.parallel.extend(samples);
         me.parallel_wall += wall;
+        let in_runner = me.runner.take();
+        me.parallel_runner.extend(in_runner);
         Ok(())
     }
 }
@@ -890,6 +930,18 @@ fn real_main() -> Result<()> {
             &format!("**run_now, 4 at once** ({label}; latency of each run)"),
             &par,
             Some(per_sec(par.n, bench.parallel_wall)),
+        )?;
+        row(
+            &mut out,
+            &format!("of which in the runner, one after the other ({label}: spawn to report)"),
+            &stats(bench.sequential_runner.clone()),
+            None,
+        )?;
+        row(
+            &mut out,
+            &format!("of which in the runner, 4 at once ({label})"),
+            &stats(bench.parallel_runner.clone()),
+            None,
         )?;
         sequential.push((label, seq));
     }

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::engine::{day_start, new_run_id, Engine, RunEnd};
-use crate::ledger::{Decision, Delivery, NewDelivery, NewRun};
+use crate::ledger::{Decision, Delivery, NewDelivery, NewRun, Waiting};
 use crate::modules::load_registry;
 use crate::notify::Note;
 
@@ -308,32 +308,36 @@ impl Daemon {
             return Ok(());
         }
         let registry = self.registry();
-        for row in self.engine.ledger.startable(Utc::now(), 1000)? {
-            let Some(module) = registry.get(&row.module).cloned() else {
+        for waiting in self.engine.ledger.startable(Utc::now(), 1000)? {
+            let key = (waiting.module.clone(), waiting.entity.clone());
+            let Some(module) = registry.get(&waiting.module).cloned() else {
                 // The module went away while its run waited: the run ends, saying why.
-                let engine = self.engine.clone();
-                let reason = format!("module {} is no longer loaded", row.module);
-                if let Err(e) = engine.abandon(&row, reason) {
-                    warn!("cannot close run {}: {e:#}", row.run_id);
+                if let Some(row) = self.engine.ledger.get(&waiting.run_id)? {
+                    let reason = format!("module {} is no longer loaded", row.module);
+                    if let Err(e) = self.engine.abandon(&row, reason) {
+                        warn!("cannot close run {}: {e:#}", row.run_id);
+                    }
                 }
                 continue;
             };
             let limit = module.manifest.concurrency.0;
-            let key = (row.module.clone(), row.entity.clone());
             {
                 let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-                let count = running.per_module.get(&row.module).copied().unwrap_or(0);
                 if running.entities.contains(&key) {
                     continue; // one run per entity at a time; this one waits its turn
                 }
-                if count >= limit {
+                if running.per_module.get(&key.0).copied().unwrap_or(0) >= limit {
                     drop(running);
-                    self.note_waiting(&row.run_id, &row.trigger, &row.module, &row.entity, limit);
+                    self.note_waiting(&waiting, limit);
                     continue;
                 }
-                *running.per_module.entry(row.module.clone()).or_default() += 1;
+                *running.per_module.entry(key.0.clone()).or_default() += 1;
                 running.entities.insert(key.clone());
             }
+            let Some(row) = self.engine.ledger.get(&waiting.run_id)? else {
+                self.release(&key);
+                continue;
+            };
             let daemon = self.clone();
             self.tasks.spawn(async move {
                 let end = daemon.engine.start_queued(&module, &row, daemon.kill_runs.clone()).await;
@@ -346,13 +350,7 @@ impl Daemon {
                     }
                     Err(e) => warn!(run = %row.run_id, "run failed in kai: {e:#}"),
                 }
-                {
-                    let mut running = daemon.running.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(c) = running.per_module.get_mut(&key.0) {
-                        *c = c.saturating_sub(1);
-                    }
-                    running.entities.remove(&key);
-                }
+                daemon.release(&key);
                 daemon.noted_waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&row.run_id);
                 daemon.wake();
             });
@@ -360,29 +358,28 @@ impl Daemon {
         Ok(())
     }
 
-    fn note_waiting(
-        &self,
-        run_id: &str,
-        trigger: &Trigger,
-        module: &str,
-        entity: &str,
-        limit: u32,
-    ) {
-        let first = self
-            .noted_waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_owned());
-        if first {
-            let d = decision(
-                trigger,
-                Some(module),
-                Some(entity),
-                Reason::Concurrency,
-                format!("run {run_id} waits: {limit} run(s) of {module} already going (concurrency {limit})"),
-            );
-            let _ = self.engine.ledger.decide(&d);
+    fn release(&self, key: &(String, String)) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = running.per_module.get_mut(&key.0) {
+            *c = c.saturating_sub(1);
         }
+        running.entities.remove(key);
+    }
+
+    fn note_waiting(&self, w: &Waiting, limit: u32) {
+        let first = self.noted_waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(w.run_id.clone());
+        if !first {
+            return;
+        }
+        let Ok(Some(row)) = self.engine.ledger.get(&w.run_id) else { return };
+        let d = decision(
+            &row.trigger,
+            Some(&w.module),
+            Some(&w.entity),
+            Reason::Concurrency,
+            format!("run {} waits: {limit} run(s) of {} already going (concurrency {limit})", w.run_id, w.module),
+        );
+        let _ = self.engine.ledger.decide(&d);
     }
 
     /// Re-reads the manifests when any of them changed, every `every`, until shutdown.

@@ -145,6 +145,14 @@ pub struct Finish {
     pub checkpoint: Option<Value>,
 }
 
+/// A queued run, as the queue first sees it.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub run_id: String,
+    pub module: String,
+    pub entity: String,
+}
+
 /// A new run, about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -310,15 +318,19 @@ impl Ledger {
     }
 
     /// Queued runs that may start at `now`, oldest first.
-    pub fn startable(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RunRow>> {
+    /// (Only ids, modules and entities: most waiting runs cannot start yet, and their triggers
+    /// can be large.)
+    pub fn startable(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Waiting>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM runs WHERE phase = 'queued' AND (not_before IS NULL OR not_before <= ?1)
-             ORDER BY created_at, rowid LIMIT ?2"
-        ))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT run_id, module, entity FROM runs WHERE phase = 'queued'
+             AND (not_before IS NULL OR not_before <= ?1) ORDER BY created_at, rowid LIMIT ?2",
+        )?;
         let now = now.to_rfc3339_opts(SecondsFormat::Micros, true);
         let rows = stmt
-            .query_map(params![now, limit as i64], row)?
+            .query_map(params![now, limit as i64], |r| {
+                Ok(Waiting { run_id: r.get(0)?, module: r.get(1)?, entity: r.get(2)? })
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
