@@ -503,7 +503,11 @@ struct TimedRunner {
 }
 
 impl ModuleRunner for TimedRunner {
-    fn run<'a>(&'a self, spec: ProcessSpec, cancel: CancellationToken) -> BoxFuture<'a, ProcessReport> {
+    fn run<'a>(
+        &'a self,
+        spec: ProcessSpec,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, ProcessReport> {
         Box::pin(async move {
             let start = Instant::now();
             let report = self.inner.run(spec, cancel).await;
@@ -880,7 +884,10 @@ fn real_main() -> Result<()> {
     let write = stats(writes);
     let ledger = stats(ledger);
 
-    writeln!(out, "### One run of a no-op module, and the floor beside it")?;
+    writeln!(
+        out,
+        "### One run of a no-op module, and the floor beside it"
+    )?;
     writeln!(out)?;
     writeln!(out, "| what | n | median ms | p99 ms | max ms | runs/s |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
@@ -896,7 +903,12 @@ fn real_main() -> Result<()> {
         )
     };
     let per_sec = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
-    row(&mut out, "floor: spawn + wait `/bin/true`", &true_floor, None)?;
+    row(
+        &mut out,
+        "floor: spawn + wait `/bin/true`",
+        &true_floor,
+        None,
+    )?;
     row(
         &mut out,
         "floor: `noop-module` started directly (pipes, context in, result out)",
@@ -919,34 +931,49 @@ fn real_main() -> Result<()> {
     for (label, bench) in &benches {
         let seq = stats(bench.sequential.clone());
         let par = stats(bench.parallel.clone());
+        let own: Vec<Duration> = bench
+            .sequential
+            .iter()
+            .zip(&bench.sequential_runner)
+            .map(|(total, runner)| total.saturating_sub(*runner))
+            .collect();
         row(
             &mut out,
-            &format!("**run_now, one after the other** ({label})"),
+            &format!("**`Engine::run_now`, one after the other** ({label})"),
             &seq,
             Some(per_sec(seq.n, bench.sequential_wall)),
         )?;
         row(
             &mut out,
-            &format!("**run_now, 4 at once** ({label}; latency of each run)"),
-            &par,
-            Some(per_sec(par.n, bench.parallel_wall)),
-        )?;
-        row(
-            &mut out,
-            &format!("of which in the runner, one after the other ({label}: spawn to report)"),
+            "&nbsp;&nbsp;of which the runner: spawn to report",
             &stats(bench.sequential_runner.clone()),
             None,
         )?;
         row(
             &mut out,
-            &format!("of which in the runner, 4 at once ({label})"),
+            "&nbsp;&nbsp;of which the engine: ledger, journal file, the rest",
+            &stats(own),
+            None,
+        )?;
+        row(
+            &mut out,
+            &format!("**`Engine::run_now`, 4 at once** ({label}; latency of each run)"),
+            &par,
+            Some(per_sec(par.n, bench.parallel_wall)),
+        )?;
+        row(
+            &mut out,
+            "&nbsp;&nbsp;of which the runner: spawn to report",
             &stats(bench.parallel_runner.clone()),
             None,
         )?;
         sequential.push((label, seq));
     }
     writeln!(out)?;
-    writeln!(out, "Overhead of kai per run (median, one after the other):")?;
+    writeln!(
+        out,
+        "Overhead of kai per run (median, one after the other):"
+    )?;
     writeln!(out)?;
     for (label, seq) in &sequential {
         writeln!(

@@ -422,7 +422,9 @@ impl CronSpec {
         // `0 0 31 2 *` parses but never fires; a schedule that silently never runs is a bug.
         let start = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
         if cron.find_next_occurrence(&start, false).is_err() {
-            return Err(format!("schedule `{text}` never fires (no date matches it)"));
+            return Err(format!(
+                "schedule `{text}` never fires (no date matches it)"
+            ));
         }
         Ok(CronSpec(text.to_owned()))
     }

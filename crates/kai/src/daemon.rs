@@ -212,7 +212,7 @@ impl Daemon {
             // module), so the ledger's facts are the whole truth here.
             match admit(&module.manifest, &facts, now) {
                 Admission::Run => runs.push(NewRun {
-                    run_id: new_run_id(),
+                    run_id: d.run_id.clone().unwrap_or_else(new_run_id),
                     module: module.name().to_owned(),
                     entity,
                     trigger: t.clone(),
@@ -367,17 +367,26 @@ impl Daemon {
     }
 
     fn note_waiting(&self, w: &Waiting, limit: u32) {
-        let first = self.noted_waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(w.run_id.clone());
+        let first = self
+            .noted_waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(w.run_id.clone());
         if !first {
             return;
         }
-        let Ok(Some(row)) = self.engine.ledger.get(&w.run_id) else { return };
+        let Ok(Some(row)) = self.engine.ledger.get(&w.run_id) else {
+            return;
+        };
         let d = decision(
             &row.trigger,
             Some(&w.module),
             Some(&w.entity),
             Reason::Concurrency,
-            format!("run {} waits: {limit} run(s) of {} already going (concurrency {limit})", w.run_id, w.module),
+            format!(
+                "run {} waits: {limit} run(s) of {} already going (concurrency {limit})",
+                w.run_id, w.module
+            ),
         );
         let _ = self.engine.ledger.decide(&d);
     }
@@ -465,6 +474,7 @@ impl Daemon {
                     module: Some(module.name().to_owned()),
                     entity: None,
                     chat_id: None,
+                    run_id: None,
                 });
                 let mut decisions = Vec::new();
                 if p.skipped_count > 0 {

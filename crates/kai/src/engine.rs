@@ -16,10 +16,10 @@
 //! journaled as `interrupted`. A module that answers `error` with `retry: true` gets the same
 //! treatment, after a back-off of 10 s, then 30 s (`KAI_RETRY_BACKOFF` sets the base).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -133,6 +133,56 @@ pub struct Engine {
     owner: Owner,
     kai_exe: PathBuf,
     retry_base: std::time::Duration,
+    /// Tokens of the runs in flight; the API accepts a run token only while it is here.
+    pub run_tokens: RunTokens,
+}
+
+/// The run tokens kai handed out and that are still valid: one per run in flight. They are
+/// kept by their SHA-256, so that looking one up compares digests, never the secret itself.
+#[derive(Default)]
+pub struct RunTokens(Mutex<HashMap<String, (String, String)>>);
+
+/// Holds a run token valid; dropping it (the run is over, however it ended) revokes it.
+pub struct LiveToken<'a> {
+    tokens: &'a RunTokens,
+    token: String,
+}
+
+impl RunTokens {
+    fn issue<'a>(&'a self, token: &str, module: &str, run_id: &str) -> LiveToken<'a> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest(token), (module.to_owned(), run_id.to_owned()));
+        LiveToken {
+            tokens: self,
+            token: digest(token),
+        }
+    }
+
+    /// The module and run a token belongs to, while that run is in flight.
+    pub fn lookup(&self, token: &str) -> Option<(String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest(token))
+            .cloned()
+    }
+}
+
+fn digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+impl Drop for LiveToken<'_> {
+    fn drop(&mut self) {
+        self.tokens
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.token);
+    }
 }
 
 /// A fresh run id: `r_` and a ULID, so ids sort by creation time.
@@ -171,6 +221,7 @@ impl Engine {
             owner,
             kai_exe,
             retry_base,
+            run_tokens: RunTokens::default(),
         })
     }
 
@@ -257,6 +308,7 @@ impl Engine {
         std::fs::create_dir_all(&module_dir)
             .with_context(|| format!("cannot create {}", module_dir.display()))?;
         let token = random_token();
+        let _live = self.run_tokens.issue(&token, name, &run.run_id);
         let outcome = match self.read_state(name) {
             Err(e) => Outcome::failure(JournalStatus::Error, e, ""),
             Ok(state) => {

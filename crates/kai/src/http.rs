@@ -185,6 +185,7 @@ async fn github(State(daemon): State<Arc<Daemon>>, headers: HeaderMap, body: Byt
             module: None,
             entity: None,
             chat_id: None,
+            run_id: None,
         },
     )
 }
@@ -269,6 +270,7 @@ async fn generic(
             module: None,
             entity: None,
             chat_id: None,
+            run_id: None,
         },
     )
 }

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     module       TEXT,
     entity       TEXT,
     chat_id      INTEGER,
+    run_id       TEXT,
     received_at  TEXT NOT NULL,
     dispatched   INTEGER NOT NULL DEFAULT 0,
     UNIQUE (source, delivery_id)
@@ -180,6 +181,7 @@ pub struct Delivery {
     pub module: Option<String>,
     pub entity: Option<String>,
     pub chat_id: Option<i64>,
+    pub run_id: Option<String>,
 }
 
 /// One entry of the why-not log.
@@ -329,7 +331,11 @@ impl Ledger {
         let now = now.to_rfc3339_opts(SecondsFormat::Micros, true);
         let rows = stmt
             .query_map(params![now, limit as i64], |r| {
-                Ok(Waiting { run_id: r.get(0)?, module: r.get(1)?, entity: r.get(2)? })
+                Ok(Waiting {
+                    run_id: r.get(0)?,
+                    module: r.get(1)?,
+                    entity: r.get(2)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -347,19 +353,7 @@ impl Ledger {
 
     /// Accepts a trigger into the inbox; `false` when its delivery id was seen before.
     pub fn accept(&self, d: &NewDelivery) -> Result<bool> {
-        let changed = self.intake.lock().unwrap_or_else(|p| p.into_inner()).execute(
-            "INSERT INTO deliveries (source, delivery_id, trigger_json, module, entity, chat_id, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (source, delivery_id) DO NOTHING",
-            params![
-                d.source,
-                d.delivery_id,
-                serde_json::to_string(&d.trigger)?,
-                d.module,
-                d.entity,
-                d.chat_id,
-                now_text()
-            ],
-        )?;
+        let changed = insert_delivery(&self.intake.lock().unwrap_or_else(|p| p.into_inner()), d)?;
         Ok(changed == 1)
     }
 
@@ -367,7 +361,7 @@ impl Ledger {
     pub fn undispatched(&self, limit: usize) -> Result<Vec<Delivery>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, source, trigger_json, module, entity, chat_id FROM deliveries
+            "SELECT seq, source, trigger_json, module, entity, chat_id, run_id FROM deliveries
              WHERE dispatched = 0 ORDER BY seq LIMIT ?1",
         )?;
         let rows = stmt
@@ -386,6 +380,7 @@ impl Ledger {
                     module: r.get(3)?,
                     entity: r.get(4)?,
                     chat_id: r.get(5)?,
+                    run_id: r.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -565,11 +560,7 @@ impl Ledger {
             ],
         )?;
         if let Some(d) = fire {
-            tx.execute(
-                "INSERT INTO deliveries (source, delivery_id, trigger_json, module, entity, chat_id, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (source, delivery_id) DO NOTHING",
-                params![d.source, d.delivery_id, serde_json::to_string(&d.trigger)?, d.module, d.entity, d.chat_id, now_text()],
-            )?;
+            insert_delivery(&tx, d)?;
         }
         for d in decisions {
             insert_decision(&tx, d)?;
@@ -647,6 +638,26 @@ pub struct NewDelivery {
     pub module: Option<String>,
     pub entity: Option<String>,
     pub chat_id: Option<i64>,
+    /// The id the run gets, when the caller must know it in advance (an API invoke).
+    pub run_id: Option<String>,
+}
+
+/// Inserts into the inbox; 0 rows when the delivery id was seen before.
+fn insert_delivery(conn: &Connection, d: &NewDelivery) -> Result<usize> {
+    Ok(conn.execute(
+        "INSERT INTO deliveries (source, delivery_id, trigger_json, module, entity, chat_id, run_id, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (source, delivery_id) DO NOTHING",
+        params![
+            d.source,
+            d.delivery_id,
+            serde_json::to_string(&d.trigger)?,
+            d.module,
+            d.entity,
+            d.chat_id,
+            d.run_id,
+            now_text()
+        ],
+    )?)
 }
 
 const COLUMNS: &str =

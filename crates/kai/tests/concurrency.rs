@@ -117,7 +117,12 @@ exec sleep 300
             .filter(|(_, row)| row.phase == "running")
             .map(|(id, _)| id)
             .collect();
-        check_eq!(kai, crashed.len(), 3, "round {round}: three runs left in flight");
+        check_eq!(
+            kai,
+            crashed.len(),
+            3,
+            "round {round}: three runs left in flight"
+        );
 
         let args: Vec<Vec<String>> = (0..AT_ONCE)
             .map(|_| vec!["run".into(), "echo".into()])
