@@ -181,6 +181,25 @@ fn signed_ms(a: Duration, b: Duration) -> String {
     format!("{:+.3}", diff * 1000.0)
 }
 
+/// CPU time (user + system) of this process and of its children that were waited for, from
+/// `/proc/self/stat` (in clock ticks of 1/100 s).
+fn process_cpu() -> Duration {
+    let Some(stat) = read_trimmed("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11) // state is field 3; utime, stime, cutime, cstime are 14 to 17
+                .take(4)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     let start = Instant::now();
     let out = f();
@@ -351,7 +370,7 @@ fn spawn_noop_direct(
 }
 
 fn sample_entry(i: usize, timestamp: DateTime<Utc>, entity: &str) -> JournalEntry {
-    let status = if i % 50 == 0 {
+    let status = if i.is_multiple_of(50) {
         JournalStatus::Error
     } else if i % 10 == 3 {
         JournalStatus::Skipped
@@ -432,31 +451,46 @@ struct LedgerWrites {
     ledger: Ledger,
     events: PathBuf,
     next: usize,
+    /// `Some(k)`: every run is about the same entity, and k runs finish in each second, so
+    /// their journal names collide and take the suffixes `_2` to `_k`.
+    per_second: Option<usize>,
 }
 
 impl LedgerWrites {
-    fn open(root: &Path) -> Result<LedgerWrites> {
-        let dir = root.join("ledger-only");
+    fn open(root: &Path, per_second: Option<usize>) -> Result<LedgerWrites> {
+        let dir = match per_second {
+            None => root.join("ledger-only"),
+            Some(k) => root.join(format!("ledger-only-{k}-per-second")),
+        };
         std::fs::create_dir_all(&dir)?;
         Ok(LedgerWrites {
             ledger: Ledger::open(&dir.join("kai.db")).map_err(|e| format!("{e:#}"))?,
             events: dir.join("events"),
             next: 0,
+            per_second,
         })
     }
 
     fn measure(&mut self, n: usize, samples: &mut Vec<Duration>) -> Result<()> {
         for _ in 0..n {
             self.next += 1;
+            let (entity, timestamp) = match self.per_second {
+                None => (format!("e{}", self.next), Utc::now()),
+                Some(k) => {
+                    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+                    let second = ((self.next - 1) / k) as i64;
+                    ("invoke".to_owned(), t0 + chrono::Duration::seconds(second))
+                }
+            };
             let run = NewRun {
                 run_id: format!("r_ledger{:08}", self.next),
                 module: "floor".into(),
-                entity: format!("e{}", self.next),
+                entity,
                 trigger: invoke_trigger(),
                 chat_id: None,
             };
             let finish = Finish {
-                entry: sample_entry(self.next, Utc::now(), &run.entity),
+                entry: sample_entry(self.next, timestamp, &run.entity),
                 state: None,
                 checkpoint: None,
             };
@@ -535,9 +569,11 @@ struct Bench {
     /// Latency of each run, one after the other, and the wall time of them all.
     sequential: Vec<Duration>,
     sequential_wall: Duration,
+    sequential_cpu: Duration,
     /// Latency of each run, 4 at once, and the wall time of them all.
     parallel: Vec<Duration>,
     parallel_wall: Duration,
+    parallel_cpu: Duration,
 }
 
 impl Bench {
@@ -573,8 +609,10 @@ impl Bench {
             kind,
             sequential: Vec::new(),
             sequential_wall: Duration::ZERO,
+            sequential_cpu: Duration::ZERO,
             parallel: Vec::new(),
             parallel_wall: Duration::ZERO,
+            parallel_cpu: Duration::ZERO,
         })
     }
 
@@ -622,12 +660,14 @@ impl Bench {
 
     async fn measure_sequential(&mut self, n: usize) -> Result<()> {
         let offset = self.sequential.len();
+        let cpu = process_cpu();
         let start = Instant::now();
         for i in 0..n {
             let d = self.run(self.entity(0, offset + i)).await?;
             self.sequential.push(d);
         }
         self.sequential_wall += start.elapsed();
+        self.sequential_cpu += process_cpu().saturating_sub(cpu);
         let in_runner = self.runner.take();
         self.sequential_runner.extend(in_runner);
         Ok(())
@@ -636,6 +676,7 @@ impl Bench {
     /// `n` runs by `tasks` tokio tasks at once; each task runs its share one after the other.
     async fn measure_parallel(self: &mut Arc<Self>, n: usize, tasks: usize) -> Result<()> {
         let offset = self.parallel.len();
+        let cpu = process_cpu();
         let start = Instant::now();
         let mut handles = Vec::new();
         for t in 0..tasks {
@@ -654,7 +695,9 @@ impl Bench {
             samples.extend(h.await??);
         }
         let wall = start.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu);
         let me = Arc::get_mut(self).expect("the tasks are over");
+        me.parallel_cpu += cpu;
         me.parallel.extend(samples);
         me.parallel_wall += wall;
         let in_runner = me.runner.take();
@@ -667,6 +710,10 @@ const WARM_UP_RUNS: usize = 20;
 
 /// The measurements are interleaved in this many rounds.
 const ROUNDS: usize = 10;
+
+/// Runs of one entity finishing in the same second, for the ledger measurement with name
+/// collisions: about what 4 runs at once of a no-op module reach.
+const COLLIDING_PER_SECOND: usize = 400;
 
 // --- the journal -------------------------------------------------------------------------
 
@@ -692,7 +739,7 @@ fn make_journal(data_dir: &Path, n: usize) -> Result<Duration> {
             let entry = sample_entry(i, ts, &entity);
             std::fs::write(events.join(entry.file_name(1)), pretty(&entry))?;
             written += 1;
-            if i % 250 == 0 && written < n {
+            if i.is_multiple_of(250) && written < n {
                 let mut again = sample_entry(i + 1, ts, &entity);
                 again.run_id.push('b');
                 std::fs::write(events.join(again.file_name(2)), pretty(&again))?;
@@ -705,51 +752,35 @@ fn make_journal(data_dir: &Path, n: usize) -> Result<Duration> {
     Ok(d)
 }
 
-fn query_journal(
-    kai: &Path,
-    data_dir: &Path,
-    extra: &[&str],
-    reps: usize,
-) -> Result<(Stats, usize)> {
-    let mut samples = Vec::with_capacity(reps);
-    let mut lines = 0;
-    for rep in 0..reps {
-        let mut cmd = Command::new(kai);
-        cmd.env_clear()
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["journal", "big", "--limit", "20"])
-            .args(extra)
-            .stdin(Stdio::null());
-        let (d, out) = time(|| cmd.output());
-        let out = out?;
-        if !out.status.success() {
+/// One `kai journal big --limit 20 EXTRA`, timed from spawn to exit; and the lines it printed.
+fn query_journal(kai: &Path, data_dir: &Path, extra: &[&str]) -> Result<(Duration, usize)> {
+    let mut cmd = Command::new(kai);
+    cmd.env_clear()
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["journal", "big", "--limit", "20"])
+        .args(extra)
+        .stdin(Stdio::null());
+    let (d, out) = time(|| cmd.output());
+    let out = out?;
+    if !out.status.success() {
+        return Err(format!(
+            "kai journal failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let [_, value] = extra {
+        if !text.lines().all(|l| l.contains(value)) {
             return Err(format!(
-                "kai journal failed: {}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
+                "kai journal {extra:?} printed entries that do not match:\n{text}"
             )
             .into());
         }
-        if rep == 0 {
-            lines = out
-                .stdout
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .count();
-            let text = String::from_utf8_lossy(&out.stdout);
-            if let [_, value] = extra {
-                if !text.lines().all(|l| l.contains(value)) {
-                    return Err(format!(
-                        "kai journal {extra:?} printed entries that do not match:\n{text}"
-                    )
-                    .into());
-                }
-            }
-        }
-        samples.push(d);
     }
-    Ok((stats(samples), lines))
+    Ok((d, text.lines().filter(|l| !l.is_empty()).count()))
 }
 
 // --- main --------------------------------------------------------------------------------
@@ -839,7 +870,9 @@ fn real_main() -> Result<()> {
     let mut writes = Vec::new();
     let mut ledger = Vec::new();
     let mut atomic = AtomicWrites::open(&root)?;
-    let mut ledger_writes = LedgerWrites::open(&root)?;
+    let mut ledger_writes = LedgerWrites::open(&root, None)?;
+    let mut ledger_collisions = LedgerWrites::open(&root, Some(COLLIDING_PER_SECOND))?;
+    let mut ledger_colliding = Vec::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -861,6 +894,10 @@ fn real_main() -> Result<()> {
         spawn_noop_direct(&noop, &context, share(args.floor, round), &mut noop_direct)?;
         atomic.measure(share(args.floor, round), &mut writes)?;
         ledger_writes.measure(share(args.floor, round), &mut ledger)?;
+        ledger_collisions.measure(
+            share(2 * COLLIDING_PER_SECOND, round),
+            &mut ledger_colliding,
+        )?;
         for (_, bench) in &mut benches {
             let runs = share(args.runs, round);
             runtime.block_on(async {
@@ -883,26 +920,40 @@ fn real_main() -> Result<()> {
     let noop_direct = stats(noop_direct);
     let write = stats(writes);
     let ledger = stats(ledger);
+    let ledger_colliding = stats(ledger_colliding);
 
     writeln!(
         out,
         "### One run of a no-op module, and the floor beside it"
     )?;
     writeln!(out)?;
-    writeln!(out, "| what | n | median ms | p99 ms | max ms | runs/s |")?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
-    let row = |out: &mut String, what: &str, s: &Stats, rate: Option<f64>| -> std::fmt::Result {
-        writeln!(
-            out,
-            "| {what} | {} | {} | {} | {} | {} |",
-            s.n,
-            ms(s.median),
-            ms(s.p99),
-            ms(s.max),
-            rate.map_or_else(String::new, |r| format!("{r:.0}"))
-        )
+    writeln!(
+        out,
+        "| what | n | median ms | p99 ms | max ms | runs/s | CPU ms/run |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
+    // `rate`: the runs per second of wall time, and the CPU time per run (kai and module).
+    let row =
+        |out: &mut String, what: &str, s: &Stats, rate: Option<(f64, f64)>| -> std::fmt::Result {
+            let (per_sec, cpu) = match rate {
+                Some((r, c)) => (format!("{r:.0}"), format!("{c:.2}")),
+                None => (String::new(), String::new()),
+            };
+            writeln!(
+                out,
+                "| {what} | {} | {} | {} | {} | {per_sec} | {cpu} |",
+                s.n,
+                ms(s.median),
+                ms(s.p99),
+                ms(s.max),
+            )
+        };
+    let rate = |n: usize, wall: Duration, cpu: Duration| {
+        Some((
+            n as f64 / wall.as_secs_f64(),
+            cpu.as_secs_f64() * 1000.0 / n as f64,
+        ))
     };
-    let per_sec = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
     row(
         &mut out,
         "floor: spawn + wait `/bin/true`",
@@ -927,7 +978,16 @@ fn real_main() -> Result<()> {
         &ledger,
         None,
     )?;
+    row(
+        &mut out,
+        &format!(
+            "the same, one entity, {COLLIDING_PER_SECOND} runs finishing in each second (journal names `_2` to `_{COLLIDING_PER_SECOND}`)"
+        ),
+        &ledger_colliding,
+        None,
+    )?;
     let mut sequential = Vec::new();
+    let mut targets: Vec<String> = Vec::new();
     for (label, bench) in &benches {
         let seq = stats(bench.sequential.clone());
         let par = stats(bench.parallel.clone());
@@ -941,7 +1001,7 @@ fn real_main() -> Result<()> {
             &mut out,
             &format!("**`Engine::run_now`, one after the other** ({label})"),
             &seq,
-            Some(per_sec(seq.n, bench.sequential_wall)),
+            rate(seq.n, bench.sequential_wall, bench.sequential_cpu),
         )?;
         row(
             &mut out,
@@ -959,7 +1019,7 @@ fn real_main() -> Result<()> {
             &mut out,
             &format!("**`Engine::run_now`, 4 at once** ({label}; latency of each run)"),
             &par,
-            Some(per_sec(par.n, bench.parallel_wall)),
+            rate(par.n, bench.parallel_wall, bench.parallel_cpu),
         )?;
         row(
             &mut out,
@@ -967,6 +1027,18 @@ fn real_main() -> Result<()> {
             &stats(bench.parallel_runner.clone()),
             None,
         )?;
+        let par_rate = par.n as f64 / bench.parallel_wall.as_secs_f64();
+        let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+        targets.push(format!(
+            "| median per run ≤ 3 ms, one after the other ({label}) | {} ms (p99 {} ms) | {} |",
+            ms(seq.median),
+            ms(seq.p99),
+            verdict(seq.median <= Duration::from_millis(3))
+        ));
+        targets.push(format!(
+            "| ≥ 500 runs/s with 4 at once ({label}) | {par_rate:.0} runs/s | {} |",
+            verdict(par_rate >= 500.0)
+        ));
         sequential.push((label, seq));
     }
     writeln!(out)?;
@@ -1015,11 +1087,66 @@ fn real_main() -> Result<()> {
         "| query | n | entries shown | median ms | p99 ms | max ms |"
     )?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
-    for (label, extra) in &queries {
-        eprintln!("journal: {label} ×{}", args.journal_reps);
-        // One untimed run first, so every query starts with the same warm cache.
-        query_journal(&kai_bin, &journal_dir, extra, 1)?;
-        let (s, lines) = query_journal(&kai_bin, &journal_dir, extra, args.journal_reps)?;
+    // Interleaved like the runs: each repetition takes one sample of every measurement.
+    let events = journal_dir.join("modules/big/events");
+    let mut start_floor = Vec::new();
+    let mut list_floor = Vec::new();
+    let mut query_samples: Vec<Vec<Duration>> = vec![Vec::new(); queries.len()];
+    let mut shown = vec![0; queries.len()];
+    for (_, extra) in &queries {
+        query_journal(&kai_bin, &journal_dir, extra)?; // warm-up, untimed
+    }
+    eprintln!("journal: {} repetitions", args.journal_reps);
+    for _ in 0..args.journal_reps {
+        let (d, status) = time(|| {
+            Command::new(&kai_bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+        });
+        if !status?.success() {
+            return Err("kai --version failed".into());
+        }
+        start_floor.push(d);
+        let (d, names) = time(|| -> Result<Vec<std::ffi::OsString>> {
+            std::fs::read_dir(&events)?
+                .map(|e| Ok(e?.file_name()))
+                .collect()
+        });
+        if names?.len() != files {
+            return Err("the journal directory changed".into());
+        }
+        list_floor.push(d);
+        for (i, (_, extra)) in queries.iter().enumerate() {
+            let (d, lines) = query_journal(&kai_bin, &journal_dir, extra)?;
+            query_samples[i].push(d);
+            shown[i] = lines;
+        }
+    }
+    let floor_row = |out: &mut String, what: &str, s: &Stats| {
+        writeln!(
+            out,
+            "| {what} | {} | | {} | {} | {} |",
+            s.n,
+            ms(s.median),
+            ms(s.p99),
+            ms(s.max)
+        )
+    };
+    floor_row(
+        &mut out,
+        "floor: start and exit of the `kai` binary (`kai --version`)",
+        &stats(start_floor),
+    )?;
+    floor_row(
+        &mut out,
+        &format!(
+            "floor: read the {files} names of the directory (in-process `read_dir`, no sort, no file opened)"
+        ),
+        &stats(list_floor),
+    )?;
+    for (((label, extra), samples), lines) in queries.iter().zip(query_samples).zip(shown) {
+        let s = stats(samples);
         writeln!(
             out,
             "| {label} | {} | {lines} | {} | {} | {} |",
@@ -1028,6 +1155,18 @@ fn real_main() -> Result<()> {
             ms(s.p99),
             ms(s.max)
         )?;
+        if extra.is_empty() {
+            targets.push(format!(
+                "| {label} on {files} files ≤ 50 ms | median {} ms, p99 {} ms | {} |",
+                ms(s.median),
+                ms(s.p99),
+                if s.median <= Duration::from_millis(50) {
+                    "met"
+                } else {
+                    "**missed**"
+                }
+            ));
+        }
     }
     writeln!(out)?;
     writeln!(
@@ -1036,6 +1175,14 @@ fn real_main() -> Result<()> {
          {JOURNAL_ENTITIES} entities, so `--entity` matches about 1 file in {JOURNAL_ENTITIES}.",
         made_in.as_secs_f64()
     )?;
+    writeln!(out)?;
+    writeln!(out, "### Targets")?;
+    writeln!(out)?;
+    writeln!(out, "| target | result | |")?;
+    writeln!(out, "|---|---|---|")?;
+    for t in &targets {
+        writeln!(out, "{t}")?;
+    }
     writeln!(
         out,
         "\nTotal bench time: {:.0} s.",

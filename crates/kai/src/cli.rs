@@ -14,6 +14,7 @@ use kai_core::registry::{ManifestSource, Origin, Registry};
 use kai_core::{JournalEntry, JournalStatus, LoadedModule, Manifest};
 use kai_sdk::{Trigger, TriggerType};
 use serde_json::Value;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SettingsArgs};
@@ -216,6 +217,10 @@ fn find_module<'a>(registry: &'a Registry, name: &str) -> Result<&'a LoadedModul
 }
 
 fn modules(config: &Config, command: Option<ModulesCommand>, json: bool) -> Result<i32> {
+    if let Some(ModulesCommand::Validate { path }) = &command {
+        // Validation only reads: it must not create a data directory as a side effect.
+        return Ok(validate(&DataDir::at(&config.data_dir), path.as_deref()));
+    }
     let data = open_data(config)?;
     match command {
         None => {
@@ -229,7 +234,7 @@ fn modules(config: &Config, command: Option<ModulesCommand>, json: bool) -> Resu
             show_module(&data, module, json)?;
             Ok(0)
         }
-        Some(ModulesCommand::Validate { path }) => Ok(validate(&data, path.as_deref())),
+        Some(ModulesCommand::Validate { .. }) => unreachable!("handled above"),
         Some(ModulesCommand::Enable { name }) | Some(ModulesCommand::Disable { name })
             if kai_core::name::check(&name).is_err() =>
         {
@@ -535,11 +540,16 @@ fn run_foreground(
             }
         }
         let cancel = CancellationToken::new();
-        let on_ctrl_c = cancel.clone();
+        let on_signal = cancel.clone();
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_ctrl_c.cancel();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = hangup.recv() => {}
             }
+            on_signal.cancel();
         });
         engine.run_now(module, invocation, cancel).await
     })?;
@@ -570,8 +580,11 @@ fn replay(config: Config, run_id: &str, module: Option<&str>, json: bool) -> Res
     let registry = load_registry(&data.modules_dir());
     let module = find_module(&registry, module.unwrap_or(&row.module))?.clone();
     let chat_id = row.chat_id.or(config.chat_id());
+    // A replay is a new occurrence: a module that skips deliveries it has seen must not skip it.
+    let mut trigger = row.trigger;
+    trigger.delivery_id = Some(format!("d_{}", ulid::Ulid::new()));
     let invocation = Invocation {
-        trigger: row.trigger,
+        trigger,
         entity: row.entity,
         chat_id,
     };

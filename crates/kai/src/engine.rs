@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::crash;
 use crate::data_dir::DataDir;
-use crate::ledger::{Finish, Ledger, NewRun, RunRow};
+use crate::ledger::{Finish, Ledger, NewRun, Phase, RunRow};
 use crate::notify::{LogNotifier, Note, Notifier};
-use crate::runner::{ModuleRunner, ProcessSpec};
+use crate::runner::{kill_orphaned_group, process_start, ModuleRunner, ProcessSpec};
 
 /// Host variables every module gets, when kai has them, besides the `KAI_*` ones.
 const BASE_ENV: [&str; 8] = [
@@ -52,6 +52,8 @@ pub struct Invocation {
 }
 
 /// How an execution ended.
+// One of these exists per run and is consumed at once: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum RunEnd {
     /// The run is over and journaled.
@@ -72,6 +74,7 @@ pub struct Finished {
 }
 
 /// What recovery did with one run a dead kai process left in flight.
+#[allow(clippy::large_enum_variant)] // as RunEnd: one per run, consumed at once
 #[derive(Debug, Clone)]
 pub enum Recovered {
     /// Its files were written (its outcome was known, or it is journaled as interrupted).
@@ -97,21 +100,34 @@ pub fn day_start(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
 /// crashed owner from one that is still running (a `kai run` in another terminal, say).
 pub struct Owner {
     pub id: String,
+    path: PathBuf,
     _lock: File,
+}
+
+impl Drop for Owner {
+    /// A clean exit leaves no lock file; a crash leaves one for recovery to find.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Owner {
     fn acquire(dir: &Path) -> Result<Owner> {
         let id = format!("o_{}", ulid::Ulid::new());
+        let path = dir.join(format!("{id}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join(format!("{id}.lock")))
+            .open(&path)
             .context("cannot create this process's lock file")?;
         file.try_lock()
             .context("cannot lock this process's lock file")?;
-        Ok(Owner { id, _lock: file })
+        Ok(Owner {
+            id,
+            path,
+            _lock: file,
+        })
     }
 
     /// Takes over a dead owner's lock; `None` while that owner still lives.
@@ -324,8 +340,17 @@ impl Engine {
                     state,
                     resume: None,
                 };
-                let spec = self.process_spec(module, &ctx, &token)?;
-                let report = self.runner.run(spec, cancel).await;
+                let mut spec = self.process_spec(module, &ctx, &token)?;
+                let (spawned, pid) = tokio::sync::oneshot::channel();
+                spec.on_spawn = Some(spawned);
+                // The group is recorded as soon as it exists, so that recovery after a crash
+                // can kill what the module left running.
+                let record = async {
+                    if let Ok(pid) = pid.await {
+                        let _ = self.ledger.set_pgid(&run.run_id, pid, process_start(pid));
+                    }
+                };
+                let (report, ()) = tokio::join!(self.runner.run(spec, cancel), record);
                 interpret(&report)
             }
         };
@@ -475,6 +500,7 @@ impl Engine {
             stdin: serde_json::to_vec(ctx)?,
             timeout: manifest.timeout.0,
             idle_timeout: manifest.idle_timeout.map(|t| t.0),
+            on_spawn: None,
         })
     }
 
@@ -581,6 +607,13 @@ impl Engine {
                 continue; // that kai process is alive and will finish its own runs
             };
             for row in rows {
+                // Read again under the lock: another kai may have recovered it meanwhile.
+                let Some(row) = self.ledger.get(&row.run_id)? else {
+                    continue;
+                };
+                if !matches!(row.phase, Phase::Running | Phase::Finishing) {
+                    continue;
+                }
                 recovered.push(self.recover_run(row)?);
             }
             drop(lock);
@@ -598,6 +631,9 @@ impl Engine {
                 journal_path: path.into(),
                 state: finish.state.clone(),
             }));
+        }
+        if let Some(pgid) = row.pgid {
+            kill_orphaned_group(pgid, row.pgid_start);
         }
         if row.attempt < MAX_ATTEMPTS && !self.ledger.is_foreground(&row.run_id)? {
             self.ledger.requeue(&row.run_id, Utc::now())?;
@@ -634,6 +670,12 @@ fn redact_outcome(mut o: Outcome, secrets: &[&str]) -> Outcome {
     o.summary = redact(&o.summary, secrets);
     o.error = o.error.map(|e| redact(&e, secrets));
     o.stderr_tail = o.stderr_tail.map(|t| redact(&t, secrets));
+    o.question = o.question.map(|mut q| {
+        q.text = redact(&q.text, secrets);
+        q.options = q.options.iter().map(|x| redact(x, secrets)).collect();
+        q.default = q.default.map(|d| redact(&d, secrets));
+        q
+    });
     o.details = redact_value(o.details, secrets);
     o.state = o.state.map(|v| redact_value(v, secrets));
     o.checkpoint = o.checkpoint.map(|v| redact_value(v, secrets));

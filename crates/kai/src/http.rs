@@ -1,4 +1,4 @@
-//! The HTTP server: `/health` and the webhooks (SPEC 4). A delivery is answered `202` only
+//! The HTTP server: `/health` and the webhooks (SPEC 4); [`app`] adds the management API. A delivery is answered `202` only
 //! once it is in the durable inbox; the modules it wakes run later, whatever they do.
 //!
 //! Checks come in this order, each with its status: body over 25 MiB `413`; GitHub webhooks
@@ -35,6 +35,16 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/webhook/{source}", post(generic))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(daemon)
+}
+
+/// Everything kai serves: `/health`, the webhooks and the management API (`crate::api`), with
+/// JSON answers for unknown paths and methods. The webhooks keep their 25 MiB body limit; the
+/// API reads at most 1 MiB ([`crate::api::MAX_API_BODY_BYTES`]).
+pub fn app(daemon: Arc<Daemon>, api: Arc<crate::api::ApiState>) -> Router {
+    router(daemon)
+        .merge(crate::api::router(api))
+        .fallback(crate::api::no_route)
+        .method_not_allowed_fallback(crate::api::method_not_allowed)
 }
 
 /// An error as every route answers it: `{"error": "...", "code": "..."}`.
@@ -76,6 +86,8 @@ fn token_ok(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_graphic())
 }
 
+// The error is a finished response, built once per rejected request: its size is no cost.
+#[allow(clippy::result_large_err)]
 fn parse_object(body: &[u8]) -> Result<Value, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),

@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS runs (
     journal_path TEXT UNIQUE,
     foreground   INTEGER NOT NULL DEFAULT 0,
     not_before   TEXT,
-    cost_usd     REAL NOT NULL DEFAULT 0
+    cost_usd     REAL NOT NULL DEFAULT 0,
+    pgid         INTEGER,
+    pgid_start   INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_phase ON runs (phase, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_entity ON runs (module, entity, created_at);
@@ -134,6 +136,9 @@ pub struct RunRow {
     pub started_at: Option<DateTime<Utc>>,
     pub outcome: Option<Finish>,
     pub journal_path: Option<String>,
+    /// The process group of the attempt in flight, and when its leader started.
+    pub pgid: Option<u32>,
+    pub pgid_start: Option<u64>,
 }
 
 /// Everything a finishing run still has to write.
@@ -267,7 +272,9 @@ impl Ledger {
         candidate: impl Fn(u32) -> std::path::PathBuf,
     ) -> Result<String> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: this transaction reads before it writes, and SQLite does not wait (busy
+        // timeout) for a read transaction to become a write one; it fails at once.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 1;
         let path = loop {
             let path = candidate(n);
@@ -307,10 +314,20 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records the process group of a running run's current attempt.
+    pub fn set_pgid(&self, run_id: &str, pgid: u32, leader_start: Option<u64>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET pgid = ?2, pgid_start = ?3 WHERE run_id = ?1",
+            params![run_id, pgid, leader_start.map(|s| s as i64)],
+        )?;
+        Ok(())
+    }
+
     /// Puts a running run back in the queue, to start again no sooner than `not_before`.
     pub fn requeue(&self, run_id: &str, not_before: DateTime<Utc>) -> Result<()> {
         self.conn().execute(
-            "UPDATE runs SET phase = 'queued', owner = NULL, not_before = ?2 WHERE run_id = ?1",
+            "UPDATE runs SET phase = 'queued', owner = NULL, not_before = ?2
+             WHERE run_id = ?1 AND phase = 'running'",
             params![
                 run_id,
                 not_before.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -392,7 +409,7 @@ impl Ledger {
     /// again; after it, nothing of it is done twice.
     pub fn dispatched(&self, seq: i64, runs: &[NewRun], decisions: &[Decision]) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_text();
         for run in runs {
             tx.execute(
@@ -549,7 +566,7 @@ impl Ledger {
         decisions: &[Decision],
     ) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO schedules (module, trigger, last_fire) VALUES (?1, ?2, ?3)
              ON CONFLICT (module, trigger) DO UPDATE SET last_fire = ?3",
@@ -661,7 +678,7 @@ fn insert_delivery(conn: &Connection, d: &NewDelivery) -> Result<usize> {
 }
 
 const COLUMNS: &str =
-    "run_id, module, entity, trigger_json, chat_id, phase, attempt, owner, started_at, outcome_json, journal_path";
+    "run_id, module, entity, trigger_json, chat_id, phase, attempt, owner, started_at, outcome_json, journal_path, pgid, pgid_start";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     let json_err = |i, e: serde_json::Error| {
@@ -684,5 +701,156 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
             .transpose()
             .map_err(|e| json_err(9, e))?,
         journal_path: r.get(10)?,
+        pgid: r.get(11)?,
+        pgid_start: r.get::<_, Option<i64>>(12)?.map(|s| s as u64),
     })
+}
+
+/// A module's recent activity, as the management API shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    /// Runs finished since the given time, and how many of them failed.
+    pub finished: u64,
+    pub failures: u64,
+    pub queued: u64,
+    /// Running or finishing.
+    pub running: u64,
+    pub last: Option<LastRun>,
+}
+
+/// The last finished run of a module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastRun {
+    pub run_id: String,
+    pub status: String,
+    pub entity: String,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// When a run was created, started and finished, and its status once known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTimes {
+    pub created_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: Option<String>,
+}
+
+// Read-only queries for the management API (`crate::api`). Each one goes through an index, so
+// that a module list stays cheap however long the ledger grows.
+impl Ledger {
+    /// What `module` did since `since`, what it has waiting and going, and its last run.
+    pub fn activity(&self, module: &str, since: DateTime<Utc>) -> Result<Activity> {
+        let conn = self.conn();
+        let since = since.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let (finished, failures): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(status IN ('error', 'timeout', 'interrupted')), 0)
+             FROM runs WHERE module = ?1 AND finished_at >= ?2",
+            params![module, since],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (queued, running): (i64, i64) = conn.query_row(
+            "SELECT COALESCE(SUM(phase = 'queued'), 0), COALESCE(SUM(phase != 'queued'), 0)
+             FROM runs WHERE module = ?1 AND phase IN ('queued', 'running', 'finishing')",
+            [module],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let last = conn
+            .query_row(
+                "SELECT run_id, status, entity, finished_at FROM runs
+                 WHERE module = ?1 AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
+                [module],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .optional()?
+            .and_then(|(run_id, status, entity, at)| {
+                Some(LastRun {
+                    run_id,
+                    status: status?,
+                    entity,
+                    finished_at: parse_time(at)?,
+                })
+            });
+        Ok(Activity {
+            finished: finished.max(0) as u64,
+            failures: failures.max(0) as u64,
+            queued: queued.max(0) as u64,
+            running: running.max(0) as u64,
+            last,
+        })
+    }
+
+    /// Why `module` is switched off, if it is.
+    pub fn switched_off(&self, module: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT off_reason FROM switches WHERE module = ?1",
+                [module],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn run_times(&self, run_id: &str) -> Result<Option<RunTimes>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT created_at, started_at, finished_at, status FROM runs WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(RunTimes {
+                        created_at: parse_time(r.get(0)?),
+                        started_at: parse_time(r.get(1)?),
+                        finished_at: parse_time(r.get(2)?),
+                        status: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Whether a delivery in the inbox was dispatched; `None` when there is no such delivery.
+    pub fn delivery_dispatched(&self, source: &str, delivery_id: &str) -> Result<Option<bool>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT dispatched FROM deliveries WHERE source = ?1 AND delivery_id = ?2",
+                params![source, delivery_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The newest decision logged for a delivery id.
+    /// (No index on `delivery_id`: this is asked once per declined invoke, not in a loop.)
+    pub fn decision_for_delivery(&self, delivery_id: &str) -> Result<Option<Decision>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT at, module, entity, trigger, delivery_id, reason, detail FROM decisions
+                 WHERE delivery_id = ?1 ORDER BY id DESC LIMIT 1",
+                [delivery_id],
+                |r| {
+                    Ok(Decision {
+                        at: parse_time(r.get(0)?).unwrap_or_default(),
+                        module: r.get(1)?,
+                        entity: r.get(2)?,
+                        trigger: r.get(3)?,
+                        delivery_id: r.get(4)?,
+                        reason: r.get(5)?,
+                        detail: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
 }

@@ -9,8 +9,11 @@
 //! - [`journal`]: reading journal files back.
 //! - [`modules`]: finding manifests (built-in and user) and building the registry.
 //! - [`builtin`]: the built-in modules' programs.
+//! - [`http`] and [`api`]: the HTTP server: webhooks, and the management API with its tokens
+//!   and OpenAPI document.
 //! - [`cli`] and [`serve`]: the command line and the daemon.
 
+pub mod api;
 pub mod builtin;
 pub mod cli;
 pub mod config;

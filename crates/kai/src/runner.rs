@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub const STDERR_TAIL_BYTES: usize = 4096;
 
 /// What to start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProcessSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -34,6 +34,9 @@ pub struct ProcessSpec {
     pub stdin: Vec<u8>,
     pub timeout: KaiDuration,
     pub idle_timeout: Option<KaiDuration>,
+    /// Told the process (and process group) id as soon as the process exists, so that it can
+    /// be recorded before anything else can go wrong.
+    pub on_spawn: Option<tokio::sync::oneshot::Sender<u32>>,
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,32 +71,31 @@ pub fn become_subreaper() {
 /// Reaps zombie children that are no run's direct child: descendants that escaped their
 /// process group and ended after their parent. Cheap enough to call every few seconds.
 pub fn reap_strays() {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
-    let mut children = Vec::new();
-    for task in entries.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            children.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
     let live = live_children();
-    for pid in children {
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if live.as_ref().is_some_and(|l| l.contains(&pid)) {
             continue;
         }
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(false);
-        if zombie {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next());
+        if state == Some("Z") && ppid == Some(me.as_str()) {
             let mut status = 0;
             // SAFETY: waitpid on a specific pid that is our zombie child.
             unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
@@ -105,6 +107,29 @@ fn kill_group(pgid: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group; pgid > 0 is checked.
     if pgid > 0 {
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+/// When a process started, in clock ticks since boot (`/proc/<pid>/stat` field 22); `None`
+/// when there is no such process. With the pid it names a process unambiguously.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills what is left of the process group of a run that a dead kai process was running.
+/// `leader_start` guards against pid reuse: when a process with the group's id exists but
+/// started at another time, the number was reused and nothing is killed. When no such process
+/// exists, the leader is dead and the group, if any member is left, is still the run's (Linux
+/// does not reuse a pid that still names a process group).
+pub fn kill_orphaned_group(pgid: u32, leader_start: Option<u64>) {
+    let ours = match process_start(pgid) {
+        None => true,
+        Some(start) => Some(start) == leader_start,
+    };
+    if ours {
+        kill_group(pgid as i32);
     }
 }
 
@@ -139,7 +164,7 @@ impl ModuleRunner for ProcessRunner {
     }
 }
 
-async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> ProcessReport {
+async fn run_process(mut spec: ProcessSpec, cancel: CancellationToken) -> ProcessReport {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -186,6 +211,9 @@ async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> ProcessRep
     };
     let pid = child.id().unwrap_or(0);
     let pgid = pid as i32;
+    if let Some(tx) = spec.on_spawn.take() {
+        let _ = tx.send(pid);
+    }
 
     let last_output = Arc::new(AtomicU64::new(0));
     let overflow = CancellationToken::new();

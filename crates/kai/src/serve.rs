@@ -1,5 +1,5 @@
 //! `kai serve`: the daemon. It recovers what a previous run of kai left in flight, loads the
-//! modules, serves HTTP, dispatches, schedules, and runs until Ctrl-C or SIGTERM. Shutdown is explicit: one cancellation token
+//! modules, sets up the API's tokens, serves HTTP, dispatches, schedules, and runs until Ctrl-C or SIGTERM. Shutdown is explicit: one cancellation token
 //! goes to every task, a task tracker says when all are done, and runs still going after the
 //! grace period are killed and journaled as interrupted.
 
@@ -28,23 +28,39 @@ pub fn run(config: Config) -> Result<()> {
     runtime.block_on(serve(config))
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(mut config: Config) -> Result<()> {
     become_subreaper();
+    let addr = config.http_addr.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (KAI_HTTP_ADDR)"))?;
+    let bound = listener.local_addr()?;
+    if addr.ends_with(":0") {
+        // Modules reach the API at KAI_API_URL, made from this address: give them the port
+        // the system picked, not `:0`.
+        config.http_addr = bound.to_string();
+    }
     let engine = Engine::open(config, Arc::new(ProcessRunner))?;
     engine.data.clean_tmp()?;
+    let api_options = crate::api::ApiOptions::from_env()?;
+    let tokens = crate::api::ApiTokens::open(engine.data.root(), engine.config.api_token.as_ref())?;
+    if let Some(path) = &tokens.created_admin {
+        show_new_token(path, tokens.tokens.admin().expose());
+    }
+    if let Some(path) = &tokens.created_chat {
+        info!(
+            "a chat token for the Claude process was stored in {}",
+            path.display()
+        );
+    }
     for r in engine.recover()? {
         log_recovered(&r);
     }
-    let addr = engine.config.http_addr.clone();
     let daemon = Daemon::new(Arc::new(engine));
     let registry = daemon.registry();
     for e in registry.errors() {
         warn!("module not loaded: {e}");
     }
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (KAI_HTTP_ADDR)"))?;
-    let bound = listener.local_addr()?;
     if daemon.engine.config.github_webhook_secret.is_none() {
         info!("GitHub webhooks are off: set KAI_GITHUB_WEBHOOK_SECRET to accept them");
     }
@@ -68,7 +84,8 @@ async fn serve(config: Config) -> Result<()> {
     });
     let server = {
         let shutdown = shutdown.clone();
-        let app = crate::http::router(daemon.clone());
+        let api = crate::api::ApiState::new(daemon.clone(), tokens.tokens, api_options);
+        let app = crate::http::app(daemon.clone(), api);
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -117,6 +134,20 @@ async fn wait_for_stop() {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm => {}
     }
+}
+
+/// A generated admin token is shown once, on standard output and never in the log; after this
+/// only its file has it.
+fn show_new_token(path: &std::path::Path, token: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "kai: generated the admin token for the API, stored in {} (readable by you only).\n\
+         It is shown this once; send it as `Authorization: Bearer <token>`:\n\n    {token}\n",
+        path.display()
+    );
+    let _ = out.flush();
 }
 
 fn log_recovered(r: &Recovered) {

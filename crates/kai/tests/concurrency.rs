@@ -1,6 +1,6 @@
-//! Several kai processes at once on one data directory: `kai run` in two terminals, a `kai run`
-//! beside `kai serve`, restarts racing each other after a crash. Each process must carry its
-//! own runs to exactly one journal file, and recovery must happen once.
+//! Several kai processes at once on one data directory: `kai run` in several terminals, or
+//! restarts racing each other after a crash. Each process must carry its own runs to exactly
+//! one journal file, and each run a dead process left behind must be recovered exactly once.
 //!
 //! Races are not deterministic: each test repeats its round a few times, so that a race that
 //! is there shows up; when the code is right, every round passes.
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 6;
 const AT_ONCE: usize = 8;
 
 fn quick(kai: &Kai) {

@@ -311,6 +311,51 @@ fn ctrl_c_interrupts_the_run_and_journals_it() {
 }
 
 #[test]
+fn sigterm_interrupts_the_run_and_journals_it() {
+    // `kill PID`, a closed terminal's service manager, `timeout(1)`: a foreground `kai run`
+    // told to stop must stop as on Ctrl-C, recording its run as interrupted and taking the
+    // module's whole process group with it, not die and leave both to a later recovery.
+    let kai = Kai::new();
+    let mut reaper = Reaper::default();
+    let dir = sleeper(&kai);
+    let bg = kai.spawn(&["run", "sleeper", "--json"]);
+    let module = wait_for_file(&dir.join("module.pid"), WAIT)
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .unwrap_or_else(|| kai.fail("the module never wrote module.pid"));
+    reaper.watch(module);
+    let deadline = std::time::Instant::now() + WAIT;
+    let sleep = loop {
+        if let Some(&pid) = children_of(module).first() {
+            break pid;
+        }
+        if std::time::Instant::now() > deadline {
+            kai.fail(format!("the module {module} never started its sleep"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    reaper.watch(sleep);
+    bg.signal(libc::SIGTERM);
+    let run = kai.finish(bg);
+    let files = kai.journal_files("sleeper");
+    check_eq!(
+        run,
+        files.len(),
+        1,
+        "the run is journaled by the kai that was stopped, before it exits"
+    );
+    let entry = read_json(&files[0]).unwrap_or_else(|e| run.fail(e));
+    check_entry(&run, &files[0], &entry);
+    check_eq!(run, entry["status"], "interrupted");
+    run.expect_code(1);
+    check!(
+        run,
+        wait_gone(sleep, WAIT),
+        "the module's `sleep` {sleep} outlived the stopped run"
+    );
+    check_settled(&kai);
+}
+
+#[test]
 fn recovery_leaves_the_runs_of_a_live_kai_alone() {
     let kai = Kai::new();
     let dir = kai.shell_module(

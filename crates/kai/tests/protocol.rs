@@ -49,6 +49,11 @@ sleep 300
     check_eq!(run, entry["error"], "timed out after 2s (timeout)");
     check!(
         run,
+        entry["duration_seconds"].as_f64().is_some_and(|d| d >= 2.0),
+        "the module was stopped before its timeout"
+    );
+    check!(
+        run,
         entry["stderr_tail"]
             .as_str()
             .is_some_and(|t| t.contains("sleeping past the timeout")),
@@ -670,4 +675,246 @@ fn runs_in_the_same_second_get_files_of_their_own() {
     for id in &ids {
         kai.entry_of("quick", id);
     }
+}
+
+#[test]
+fn the_whole_group_is_killed_when_a_module_ends() {
+    let kai = Kai::new();
+    let dir = kai.shell_module(
+        "leaver",
+        "timeout: 3s\n",
+        r#"#!/bin/sh
+cat >/dev/null
+sleep 300 >/dev/null 2>&1 &
+echo $! > background.pid
+echo '{"status":"done","summary":"left a child behind"}'
+"#,
+    );
+    let mut reaper = Reaper::default();
+    let (run, entry) = kai.run_module("leaver", &[]);
+    let child = read_pid(&dir.join("background.pid")).unwrap();
+    reaper.watch(child);
+    run.success();
+    check_eq!(run, entry["status"], "done");
+    check!(
+        run,
+        wait_gone(child, GONE_WITHIN),
+        "the module's background child {child} outlived its run"
+    );
+}
+
+#[test]
+fn more_broken_results_are_errors() {
+    let kai = Kai::new();
+    let cases = [
+        (
+            "two",
+            r#"echo '{"status":"done"}'; echo '{"status":"done"}'"#,
+            "the output on stdout is not one JSON object",
+        ),
+        (
+            "latin1",
+            r#"printf '{"status":"done","summary":"caf\351"}\n'"#,
+            "the output on stdout is not UTF-8",
+        ),
+        (
+            "array",
+            r#"echo '[{"status":"done"}]'"#,
+            "the result on stdout is not a JSON object",
+        ),
+        (
+            "signal",
+            r#"echo '{"status":"done"}'; kill -SEGV $$"#,
+            "killed by signal 11 (SIGSEGV)",
+        ),
+        (
+            "nostatus",
+            r#"echo '{"summary":"forgot the status"}'"#,
+            "the result is not valid: missing field `status`",
+        ),
+    ];
+    for (name, body, error) in cases {
+        kai.shell_module(
+            name,
+            "timeout: 3s\n",
+            &format!("#!/bin/sh\ncat >/dev/null\n{body}\n"),
+        );
+        let (run, entry) = kai.run_module(name, &[]);
+        run.expect_code(1);
+        check_eq!(run, entry["status"], "error", "module {name}");
+        check!(
+            run,
+            entry["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(error)),
+            "module {name}: error {} should start with {error:?}",
+            entry["error"]
+        );
+    }
+}
+
+#[test]
+fn a_module_that_cannot_start_is_a_journaled_error() {
+    let kai = Kai::new();
+    kai.write_module(
+        "missing",
+        "name: missing\ndescription: x\nrun: [\"./not-there\"]\ntimeout: 3s\n",
+        &[],
+    );
+    let (run, entry) = kai.run_module("missing", &[]);
+    run.expect_code(1);
+    check_eq!(run, entry["status"], "error");
+    check!(
+        run,
+        entry["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("could not start: ") && e.contains("not-there")),
+        "error: {}",
+        entry["error"]
+    );
+    kai.write_module(
+        "noexec",
+        "name: noexec\ndescription: x\nrun: [\"./main.sh\"]\ntimeout: 3s\n",
+        &[("main.sh", "echo no shebang, no exec bit\n")],
+    );
+    let (run, entry) = kai.run_module("noexec", &[]);
+    run.expect_code(1);
+    check!(
+        run,
+        entry["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("could not start: ")),
+        "error: {}",
+        entry["error"]
+    );
+}
+
+#[test]
+fn a_broken_state_file_fails_the_run_and_is_kept() {
+    let kai = Kai::new();
+    let dir = kai.shell_module(
+        "stateful",
+        "timeout: 3s\n",
+        r#"#!/bin/sh
+cat >/dev/null
+touch ran
+echo '{"status":"done","summary":"ok","state":{"fresh":true}}'
+"#,
+    );
+    std::fs::write(dir.join("state.json"), "{ broken by hand").unwrap();
+    let (run, entry) = kai.run_module("stateful", &[]);
+    run.expect_code(1);
+    check_eq!(run, entry["status"], "error");
+    check!(
+        run,
+        entry["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("state.json is not valid JSON")),
+        "the error names the state file: {}",
+        entry["error"]
+    );
+    check!(
+        run,
+        !dir.join("ran").exists(),
+        "the module does not run on a state it cannot be given"
+    );
+    check_eq!(
+        run,
+        std::fs::read_to_string(dir.join("state.json")).unwrap(),
+        "{ broken by hand",
+        "the broken state is left for a person to fix"
+    );
+}
+
+#[test]
+fn a_big_payload_reaches_the_module_whole() {
+    let kai = Kai::new();
+    let dir = kai.shell_module(
+        "reader",
+        "timeout: 3s\n",
+        r#"#!/bin/sh
+cat > context.json
+echo '{"status":"done","summary":"read it"}'
+"#,
+    );
+    let blob = "x".repeat(3 * 1024 * 1024);
+    let payload = json!({"blob": blob, "n": 1});
+    let file = kai.scratch().join("big.json");
+    std::fs::write(&file, payload.to_string()).unwrap();
+    let (run, _) = kai.run_module("reader", &["--payload", file.to_str().unwrap()]);
+    run.success();
+    let ctx = read_json(&dir.join("context.json")).unwrap_or_else(|e| run.fail(e));
+    check!(
+        run,
+        ctx["trigger"]["payload"] == payload,
+        "the payload arrived changed"
+    );
+}
+
+#[test]
+fn an_entity_cannot_steer_the_journal_file_elsewhere() {
+    let kai = Kai::new();
+    kai.shell_module(
+        "quick",
+        "timeout: 3s\n",
+        "#!/bin/sh\ncat >/dev/null\necho '{\"status\":\"done\",\"summary\":\"ok\"}'\n",
+    );
+    for entity in ["../../../escape", "/etc/passwd", ".hidden", "a b:c@d"] {
+        let (run, entry) = kai.run_module("quick", &["--entity", entity]);
+        run.success();
+        check_eq!(run, entry["entity"], entity);
+    }
+    let names: Vec<String> = kai
+        .journal_files("quick")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    check_eq!(kai, names.len(), 4);
+    check!(
+        kai,
+        names
+            .iter()
+            .all(|n| !n.contains('/') && !n.starts_with('.')),
+        "names: {names:?}"
+    );
+    check!(
+        kai,
+        !kai.data_dir().join("escape").exists() && !kai.module_dir("escape").exists(),
+        "nothing was written outside events/"
+    );
+}
+
+#[test]
+fn secrets_never_reach_a_question_or_its_checkpoint() {
+    let mut kai = Kai::new();
+    let github_token = "ghp_integrationTestSecret0123456789";
+    kai.env("KAI_GITHUB_TOKEN", github_token);
+    kai.shell_module(
+        "asker",
+        "timeout: 3s\nenv: [KAI_GITHUB_TOKEN]\n",
+        r#"#!/bin/sh
+cat >/dev/null
+printf '{"status":"paused","summary":"asking","question":{"text":"Push with %s?","options":["yes %s","no"]},"checkpoint":{"token":"%s"}}\n' \
+  "$KAI_GITHUB_TOKEN" "$KAI_GITHUB_TOKEN" "$KAI_GITHUB_TOKEN"
+"#,
+    );
+    let (run, entry) = kai.run_module("asker", &[]);
+    run.success();
+    check_eq!(run, entry["status"], "paused");
+    let run_id = entry["run_id"].as_str().unwrap();
+    let pending = kai.pending_dir("asker").join(format!("{run_id}.json"));
+    for path in [kai.journal_files("asker").pop().unwrap(), pending] {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| run.fail(e));
+        check!(
+            run,
+            !text.contains(github_token),
+            "the secret is in {}",
+            path.display()
+        );
+    }
+    check!(
+        run,
+        !run.stdout().contains(github_token),
+        "the secret is in kai's output"
+    );
 }

@@ -68,19 +68,22 @@ macro_rules! check_eq {
     ($ctx:expr, $left:expr, $right:expr) => {
         check_eq!($ctx, $left, $right, "they differ")
     };
-    ($ctx:expr, $left:expr, $right:expr, $($fmt:tt)+) => {{
-        let (left, right) = (&$left, &$right);
-        if left != right {
-            $ctx.fail(format!(
-                "{} != {}: {}\n  left:  {:?}\n  right: {:?}",
-                stringify!($left),
-                stringify!($right),
-                format!($($fmt)+),
-                left,
-                right
-            ));
+    ($ctx:expr, $left:expr, $right:expr, $($fmt:tt)+) => {
+        match (&$left, &$right) {
+            (left, right) => {
+                if left != right {
+                    $ctx.fail(format!(
+                        "{} != {}: {}\n  left:  {:?}\n  right: {:?}",
+                        stringify!($left),
+                        stringify!($right),
+                        format!($($fmt)+),
+                        left,
+                        right
+                    ));
+                }
+            }
         }
-    }};
+    };
 }
 
 /// One test's kai: a temporary directory holding the data directory (`data/`) and scratch
@@ -654,16 +657,24 @@ pub fn read_json(path: &Path) -> Result<Value, String> {
     serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", path.display()))
 }
 
-/// The entity as journal file names spell it: `octo/repo#42` is `octo-repo_42`.
+/// The entity as journal file names spell it: `octo/repo#42` is `octo-repo_42`; at most 80
+/// characters, never starting with a dot, never empty.
 pub fn slug(entity: &str) -> String {
-    entity
+    let slug: String = entity
         .chars()
         .map(|c| match c {
             'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' => c,
             '#' | '@' | ':' | ' ' | '_' => '_',
             _ => '-',
         })
-        .collect()
+        .take(80)
+        .collect();
+    let slug = slug.trim_start_matches('.');
+    if slug.is_empty() {
+        "-".into()
+    } else {
+        slug.into()
+    }
 }
 
 /// `2026-04-04T14:23:01Z`: RFC 3339 in UTC, to the second.
