@@ -256,6 +256,12 @@ fn file_system(path: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+fn load_average() -> String {
+    read_trimmed("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -839,6 +845,7 @@ fn real_main() -> Result<()> {
         file_system(&root)
     )?;
     writeln!(out, "| kai commit | {} |", git_commit())?;
+    let load_before = load_average();
     writeln!(
         out,
         "| build | {} |",
@@ -1041,6 +1048,38 @@ fn real_main() -> Result<()> {
         ));
         sequential.push((label, seq));
     }
+    // One step of the engine looked at alone: after each run, `announce` asks the ledger for
+    // the entity's previous outcome (`notify: changes`). Timed on the two ledgers as the runs
+    // left them.
+    let mut previous = Vec::new();
+    for (_, bench) in &benches {
+        let history = bench
+            .engine
+            .ledger
+            .count_phase(kai::ledger::Phase::Finished)?;
+        let (what, entity) = match bench.kind {
+            Entities::One => ("an entity with earlier runs", "invoke"),
+            Entities::Distinct => ("an entity's first run", "never-seen"),
+        };
+        let mut samples = Vec::with_capacity(100);
+        for _ in 0..100 {
+            let (d, r) = time(|| {
+                bench
+                    .engine
+                    .ledger
+                    .previous_status("noop", entity, "r_none")
+            });
+            r?;
+            samples.push(d);
+        }
+        previous.push((
+            format!("engine step: ledger `previous_status` for {what}, module with {history} runs"),
+            stats(samples),
+        ));
+    }
+    for (what, s) in &previous {
+        row(&mut out, what, s, None)?;
+    }
     writeln!(out)?;
     writeln!(
         out,
@@ -1174,6 +1213,13 @@ fn real_main() -> Result<()> {
         "Journal set-up: {files} files written in {:.1} s; 1 in 50 is an error, 1 in 10 skipped; \
          {JOURNAL_ENTITIES} entities, so `--entity` matches about 1 file in {JOURNAL_ENTITIES}.",
         made_in.as_secs_f64()
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Load average (1, 5, 15 min) before the bench: {load_before}; after: {}. On a shared \
+         machine, anything above 0 is someone else's work competing with the bench.",
+        load_average()
     )?;
     writeln!(out)?;
     writeln!(out, "### Targets")?;

@@ -479,13 +479,24 @@ impl Daemon {
                 let mut decisions = Vec::new();
                 if p.skipped_count > 0 {
                     let first = p.skipped.first().copied().unwrap_or(now);
-                    let last_missed = p.skipped.last().copied().unwrap_or(now);
+                    // `skipped` keeps only the first times of a long downtime; the last missed
+                    // one is the latest due time before the one that runs, if one runs.
+                    let last_missed = match p.run {
+                        Some(run) => {
+                            plan(trigger, last, run - chrono::Duration::seconds(1), grace).last_fire
+                        }
+                        None => p.last_fire,
+                    };
                     let detail = format!(
                         "{} fire time(s) of {catchup} `{label}` passed while kai was down ({} to {}); {}",
                         p.skipped_count,
                         first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         last_missed.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        if p.run.is_some() { "one catch-up run instead" } else { "not run (catchup: skip)" }
+                        match (p.run.is_some(), p.catch_up) {
+                            (true, true) => "one catch-up run instead",
+                            (true, false) => "not run; the latest fire time runs on time",
+                            (false, _) => "not run (catchup: skip)",
+                        }
                     );
                     decisions.push(decision(
                         &trig(last_missed),

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -73,6 +74,29 @@ pub fn signature_ok(secret: &[u8], header: &str, body: &[u8]) -> bool {
     mac.verify_slice(&given).is_ok()
 }
 
+/// The body, or the JSON error for one that is too large or could not be read.
+#[allow(clippy::result_large_err)] // as parse_object
+pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the body is larger than {} MiB",
+                    MAX_BODY_BYTES / (1024 * 1024)
+                ),
+            )
+        } else {
+            error(
+                e.status(),
+                "bad_body",
+                format!("the body could not be read: {}", e.body_text()),
+            )
+        }
+    })
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -131,7 +155,15 @@ fn accept(daemon: &Daemon, delivery: NewDelivery) -> Response {
     }
 }
 
-async fn github(State(daemon): State<Arc<Daemon>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn github(
+    State(daemon): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let Some(secret) = daemon.engine.config.github_webhook_secret.clone() else {
         return error(
             StatusCode::FORBIDDEN,
@@ -206,8 +238,12 @@ async fn generic(
     State(daemon): State<Arc<Daemon>>,
     Path(source): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let Some(cfg) = daemon.engine.config.sources.get(&source).cloned() else {
         return error(
             StatusCode::NOT_FOUND,

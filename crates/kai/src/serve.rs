@@ -85,6 +85,7 @@ async fn serve(mut config: Config) -> Result<()> {
     let server = {
         let shutdown = shutdown.clone();
         let api = crate::api::ApiState::new(daemon.clone(), tokens.tokens, api_options);
+        api.warm_up();
         let app = crate::http::app(daemon.clone(), api);
         tokio::spawn(async move {
             axum::serve(listener, app)

@@ -58,6 +58,7 @@ fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         b"\"text\"",
         b"null",
         b"{}{}",
+        b"  ",
         b"\xff\xfe",
     ] {
         add(case(
@@ -98,6 +99,8 @@ fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         json!({ "chat_id": "12" }),
         json!({ "chat_id": 1.5 }),
         json!({ "chat_id": 1e30 }),
+        json!({ "chat_id": 9007199254740992_i64 }),
+        json!({ "chat_id": -9007199254740992_i64 }),
         json!({ "data": {}, "surprise": true }),
     ] {
         add(case(
@@ -343,7 +346,10 @@ fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         "since=",
         "since=-2h",
         "since=2026-13-45",
-        "since=400d",
+        "since=2h30",
+        "since=2026-4-4",
+        "since=%202h",
+        "since=2026-04-04T25:00:00Z",
         "status=bogus",
         "status=",
         "entity=",
@@ -533,13 +539,29 @@ fn well_formed_input_at_the_limits_is_taken() {
         "/api/modules/echo/events?since=2026-04-04",
         "/api/modules/echo/events?since=2026-04-04T14:23:01Z",
         "/api/modules/echo/events?since=2026-04-04T14%3A23%3A01%2B02%3A00",
+        "/api/modules/echo/events?since=400d",
+        "/api/modules/echo/events?since=1h30m",
+        "/api/modules/echo/events?since=99999999999999999999999d",
         "/api/decisions?module=no-such-module-yet&limit=1000",
     ] {
         kai.expect(kai.get(path, &admin), 200);
     }
     let a = kai.request("POST", "/api/modules/echo/enable", &admin, None);
     kai.expect(a, 200);
-    let a = kai.request("POST", "/api/modules/echo/invoke", &admin, Some(b"  "));
+    let a = kai.request("POST", "/api/modules/echo/invoke", &admin, None);
     kai.expect(a, 202);
+    // Null is absent; an integer may be written as 12.0, as JSON Schema allows.
+    let a = kai.post(
+        "/api/modules/echo/invoke",
+        &admin,
+        &json!({ "entity": null, "data": null, "chat_id": 12.0 }),
+    );
+    kai.expect(a, 202);
+    let a = kai.post(
+        "/api/modules/echo/disable",
+        &admin,
+        &json!({ "reason": null }),
+    );
+    kai.expect(a, 200);
     kai.stop();
 }

@@ -35,11 +35,11 @@ fn classify(id: &str, r: std::io::Result<Response>) -> Answer {
     }
 }
 
-fn send(port: u16, id: &str, body: &[u8]) -> Answer {
+fn send(port: u16, secret: &str, id: &str, body: &[u8]) -> Answer {
     let headers = [
         ("X-GitHub-Event", "pull_request".to_owned()),
         ("X-GitHub-Delivery", id.to_owned()),
-        ("X-Hub-Signature-256", sign(SECRET, body)),
+        ("X-Hub-Signature-256", sign(secret, body)),
     ];
     classify(id, post(port, "/webhook/github", &headers, body))
 }
@@ -79,6 +79,7 @@ fn random_sigkills_lose_no_accepted_delivery_and_count_none_twice() {
     let sent: Arc<Mutex<Vec<(String, u64, Answer)>>> = Arc::new(Mutex::new(Vec::new()));
     let sender = {
         let (port, stop, sent) = (port.clone(), stop.clone(), sent.clone());
+        let secret = k.secret();
         let mut rng = Rng::new(rng.next());
         std::thread::spawn(move || {
             let mut pr = 1000;
@@ -90,7 +91,7 @@ fn random_sigkills_lose_no_accepted_delivery_and_count_none_twice() {
                 }
                 pr += 1;
                 let id = delivery_id();
-                let answer = send(p, &id, &synchronize_for_pr(pr));
+                let answer = send(p, &secret, &id, &synchronize_for_pr(pr));
                 sent.lock().unwrap().push((id, pr, answer));
                 std::thread::sleep(Duration::from_millis(rng.range(10, 40)));
             }
@@ -100,8 +101,10 @@ fn random_sigkills_lose_no_accepted_delivery_and_count_none_twice() {
         let up = rng.range(300, 1200);
         std::thread::sleep(Duration::from_millis(up));
         k.note(format!("round {round}: SIGKILL after {up} ms up"));
-        k.kill();
+        // No new request goes to the old port once the daemon is dead (another test's daemon
+        // may get it); the request in flight, if any, meets the crash.
         port.store(0, Ordering::SeqCst);
+        k.kill();
         k.start();
         port.store(k.port(), Ordering::SeqCst);
     }
@@ -157,7 +160,7 @@ fn random_sigkills_lose_no_accepted_delivery_and_count_none_twice() {
     let mut redelivered = 0;
     for (id, pr, a) in &first {
         if matches!(a, Answer::Failed(_)) {
-            let again = send(k.port(), id, &synchronize_for_pr(*pr));
+            let again = send(k.port(), &k.secret(), id, &synchronize_for_pr(*pr));
             k.note(format!("redelivery of {id}: {again:?}"));
             require!(
                 k,
@@ -371,12 +374,13 @@ fn deliveries_arriving_while_runs_finish_leave_no_run_behind() {
     let port = k.port();
     let senders: Vec<_> = (0..SENDERS)
         .map(|s| {
+            let secret = k.secret();
             std::thread::spawn(move || {
                 (0..EACH)
                     .map(|i| {
                         let id = delivery_id();
                         let pr = (s * EACH + i) as u64 + 1;
-                        let answer = send(port, &id, &synchronize_for_pr(pr));
+                        let answer = send(port, &secret, &id, &synchronize_for_pr(pr));
                         (id, answer)
                     })
                     .collect::<Vec<_>>()
@@ -417,5 +421,99 @@ fn deliveries_arriving_while_runs_finish_leave_no_run_behind() {
             "{m}: a delivery ran twice"
         );
     }
+    k.stop();
+}
+
+#[test]
+fn ctrl_c_lets_runs_finish_within_the_grace_interrupts_the_rest_and_keeps_the_queue() {
+    let mut k = Kaid::new();
+    k.write_module(
+        "quick",
+        &format!(
+            "triggers:\n{}entity: \"{{repository.full_name}}#{{pull_request.number}}\"\nconcurrency: 2\nnotify: none\n",
+            github_trigger("pull_request", Some(&["synchronize"]))
+        ),
+        &sleeper("2"),
+    );
+    // The first run hangs (until kai kills it); later ones finish at once.
+    k.write_module(
+        "stuck",
+        &format!(
+            "triggers:\n{}entity: \"{{repository.full_name}}#{{pull_request.number}}\"\nnotify: none\n",
+            github_trigger("pull_request", Some(&["synchronize"]))
+        ),
+        r#"#!/bin/sh
+cat > "$KAI_MODULE_DIR/ctx-$KAI_RUN_ID.json"
+if [ ! -e "$KAI_MODULE_DIR/hung" ]; then
+  : > "$KAI_MODULE_DIR/hung"
+  sleep 60
+fi
+echo '{"status":"done","summary":"ok"}'
+"#,
+    );
+    k.start();
+    let d1 = k.deliver("pull_request", &synchronize_for_pr(1));
+    let d2 = k.deliver("pull_request", &synchronize_for_pr(2));
+    // quick runs both at once; stuck runs d1 and keeps d2 waiting (concurrency 1).
+    let started = |m: &str| {
+        std::fs::read_dir(k.module_dir(m))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("ctx-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    require!(
+        k,
+        poll(PATIENCE, || started("quick") == 2 && started("stuck") == 1),
+        "the runs did not start"
+    );
+    require!(
+        k,
+        poll(PATIENCE, || !k
+            .decisions_for("stuck", "concurrency")
+            .is_empty()),
+        "stuck's second run should wait for the concurrency limit"
+    );
+    k.stop();
+    k.wait_log(&["stopping: runs in flight get"]);
+    k.wait_log(&["stopped"]);
+
+    let quick = k.journal("quick");
+    require_eq!(
+        k,
+        quick.len(),
+        2,
+        "runs that end within the grace are journaled"
+    );
+    for e in &quick {
+        require_eq!(k, e["status"], json!("done"), "{e}");
+    }
+    let stuck = k.journal("stuck");
+    require_eq!(k, stuck.len(), 1, "the hung run is journaled");
+    require_eq!(k, stuck[0]["delivery_id"], json!(d1), "{}", stuck[0]);
+    require_eq!(k, stuck[0]["status"], json!("interrupted"), "{}", stuck[0]);
+    let waiting: Vec<RunRow> = k
+        .runs()
+        .into_iter()
+        .filter(|r| r.phase != "finished")
+        .collect();
+    require_eq!(k, waiting.len(), 1, "one run still queued: {waiting:?}");
+    require_eq!(k, waiting[0].phase, "queued", "{waiting:?}");
+    require_eq!(k, waiting[0].delivery_id, Some(d2.clone()), "{waiting:?}");
+
+    // The queued run starts after a restart; the interrupted one is not run again.
+    k.start();
+    let stuck = k.wait_journal("stuck", 2);
+    k.wait_settled();
+    std::thread::sleep(Duration::from_millis(500));
+    let stuck2 = k.journal("stuck");
+    require_eq!(k, stuck2.len(), 2, "nothing more ran");
+    require_eq!(k, stuck, stuck2, "the journal");
+    let done: Vec<&Value> = stuck.iter().filter(|e| e["status"] == "done").collect();
+    require_eq!(k, done.len(), 1, "{stuck:?}");
+    require_eq!(k, done[0]["delivery_id"], json!(d2), "the queued run ran");
+    require_eq!(k, k.journal("quick").len(), 2, "quick ran nothing more");
     k.stop();
 }

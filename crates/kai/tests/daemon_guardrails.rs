@@ -11,8 +11,14 @@ use serde_json::json;
 
 /// A module script that records when each run starts and ends (`spans.log`: `start|end RUN_ID
 /// NANOS`) and how many runs of the module it saw going at once (`seen.log`), using one marker
-/// file per run in flight.
-fn recorder(secs: &str) -> String {
+/// file per run in flight. Each run then sleeps `secs`, and, with `gate`, first waits for the
+/// file `go` in the module's directory (at most 60 s), so that the test decides when runs end.
+fn recorder(secs: &str, gate: bool) -> String {
+    let wait = if gate {
+        "n=0\nwhile [ ! -e \"$d/go\" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done\n"
+    } else {
+        ""
+    };
     format!(
         r#"#!/bin/sh
 cat > /dev/null
@@ -20,13 +26,29 @@ d="$KAI_MODULE_DIR"
 echo "start $KAI_RUN_ID $(date +%s%N)" >> "$d/spans.log"
 : > "$d/running.$KAI_RUN_ID"
 ls "$d" | grep -c '^running\.' >> "$d/seen.log"
-sleep {secs}
+{wait}sleep {secs}
 ls "$d" | grep -c '^running\.' >> "$d/seen.log"
 rm -f "$d/running.$KAI_RUN_ID"
 echo "end $KAI_RUN_ID $(date +%s%N)" >> "$d/spans.log"
 echo '{{"status":"done","summary":"recorded"}}'
 "#
     )
+}
+
+/// Runs of the module in `dir` going now (their marker files).
+fn running_now(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("running."))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Lets gated runs of the module in `dir` go on.
+fn open_gate(dir: &Path) {
+    std::fs::write(dir.join("go"), "").unwrap();
 }
 
 /// The most runs that were going at once according to `spans.log`, and the spans per run.
@@ -80,13 +102,20 @@ fn ten_synchronize_deliveries_within_a_second_coalesce_into_at_most_two_runs() {
             "triggers:\n{}entity: \"{{repository.full_name}}#{{pull_request.number}}\"\nper_entity: coalesce\nnotify: none\n",
             github_trigger("pull_request", Some(&["synchronize"]))
         ),
-        &recorder("3"),
+        &recorder("0.2", true),
     );
     k.start();
     let body = fixture("pull_request.synchronize.json").body;
+    // The first run waits at the gate until all ten are in: the burst meets a run going.
     let started = std::time::Instant::now();
     let ids: Vec<String> = (0..10).map(|_| k.deliver("pull_request", &body)).collect();
     k.note(format!("10 deliveries sent in {:?}", started.elapsed()));
+    require!(
+        k,
+        poll(PATIENCE, || k.inbox().iter().all(|(_, _, d)| *d)),
+        "the deliveries were not dispatched"
+    );
+    open_gate(&dir);
     k.wait_journal("coalescer", 1);
     k.wait_settled();
 
@@ -161,7 +190,7 @@ fn concurrency_is_never_exceeded_and_one_entity_runs_one_at_a_time() {
             "triggers:\n{}entity: \"{{repository.full_name}}#{{pull_request.number}}\"\nconcurrency: 2\nnotify: none\n",
             github_trigger("pull_request", Some(&["synchronize"]))
         ),
-        &recorder("1.5"),
+        &recorder("0.3", true),
     );
     let single = k.write_module(
         "one-entity",
@@ -169,13 +198,33 @@ fn concurrency_is_never_exceeded_and_one_entity_runs_one_at_a_time() {
             "triggers:\n{}entity: \"{{repository.full_name}}\"\nconcurrency: 5\nper_entity: queue\nnotify: none\n",
             github_trigger("pull_request", Some(&["synchronize"]))
         ),
-        &recorder("0.7"),
+        &recorder("0.5", false),
     );
     k.start();
     // Six pull requests: six entities for `pair`, one entity for `one-entity`.
     let ids: Vec<String> = (101..=106)
         .map(|n| k.deliver("pull_request", &synchronize_for_pr(n)))
         .collect();
+    // Two runs of `pair` go and wait at the gate; the other four must wait for them.
+    require!(
+        k,
+        poll(PATIENCE, || running_now(&pair) == 2),
+        "two runs of pair should be going"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    require_eq!(
+        k,
+        running_now(&pair),
+        2,
+        "with two runs going, concurrency 2 starts no third"
+    );
+    require!(
+        k,
+        poll(PATIENCE, || k.decisions_for("pair", "concurrency").len()
+            == 4),
+        "the four runs that wait for the limit are logged as concurrency decisions"
+    );
+    open_gate(&pair);
     k.wait_journal("pair", 6);
     k.wait_journal("one-entity", 6);
     k.wait_settled();
@@ -196,17 +245,13 @@ fn concurrency_is_never_exceeded_and_one_entity_runs_one_at_a_time() {
         seen <= 2,
         "concurrency 2 exceeded: a run saw {seen} runs going"
     );
+    require_eq!(k, overlap, 2, "two runs were held going at once");
+    let waits = k.decisions_for("pair", "concurrency");
     require_eq!(
         k,
-        overlap,
-        2,
-        "six runs of 1.5 s each with concurrency 2 should run two at a time"
-    );
-    let waits = k.decisions_for("pair", "concurrency");
-    require!(
-        k,
-        !waits.is_empty(),
-        "runs that waited for the limit are logged as concurrency decisions"
+        waits.len(),
+        4,
+        "one concurrency decision per waiting run"
     );
     let waited: BTreeSet<String> = waits.iter().map(|d| d.detail.clone()).collect();
     require_eq!(

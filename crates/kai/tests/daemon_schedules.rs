@@ -187,6 +187,51 @@ fn an_interval_fires_once_per_due_time_and_never_twice_for_one_time() {
         2,
         "a restart fires nothing again"
     );
+
+    // Three days down (catchup skip, the default): the minute just passed is on time and
+    // fires; the 4319 before it are not run, and the why-not log says so.
+    fire(&k, &d, "2030-01-10T08:02:30Z");
+    let f = fires(&k, "ticker");
+    require_eq!(k, f.len(), 3, "one fire after the downtime: {f:?}");
+    require_eq!(
+        k,
+        f[2].0,
+        "schedule:ticker:0:2030-01-10T08:02:00Z",
+        "the on-time fire"
+    );
+    require_eq!(
+        k,
+        f[2].1["payload"],
+        json!({"fire_time": "2030-01-10T08:02:00Z", "catch_up": false, "missed": 4319}),
+        "the on-time fire's payload"
+    );
+    let missed = d
+        .engine
+        .ledger
+        .decisions(Some("ticker"), None, 100)
+        .unwrap();
+    require_eq!(
+        k,
+        missed.len(),
+        1,
+        "one decision for the downtime: {missed:?}"
+    );
+    let m = &missed[0];
+    require_eq!(k, m.reason, "missed_schedule", "{m:?}");
+    require!(
+        k,
+        m.detail.contains("4319 fire time(s)")
+            && m.detail.contains("2030-01-07T08:03:00Z")
+            && m.detail.contains("2030-01-10T08:01:00Z"),
+        "the decision says what was missed: {m:?}"
+    );
+    require!(
+        k,
+        !m.detail.contains("catch-up"),
+        "with catchup skip nothing is caught up (the run is the on-time fire), yet the \
+         decision says: {}",
+        m.detail
+    );
 }
 
 #[test]

@@ -189,6 +189,7 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
         SAVE_CONTEXT,
     );
     k.start();
+    let secret = k.secret();
     let body = fixture("pull_request.opened.json").body;
     let half = body[..body.len() / 2].to_vec();
     let mut huge = br#"{"action":"opened","padding":""#.to_vec();
@@ -238,7 +239,7 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
         case(
             "a sha1 signature",
             body.clone(),
-            Some(format!("sha1={}", &sign(SECRET, &body)[7..47])),
+            Some(format!("sha1={}", &sign(&secret, &body)[7..47])),
             401,
             Some("bad_signature"),
         ),
@@ -252,42 +253,42 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
         case(
             "a truncated body signed for the whole body",
             half.clone(),
-            Some(sign(SECRET, &body)),
+            Some(sign(&secret, &body)),
             401,
             Some("bad_signature"),
         ),
         case(
             "a truncated body signed as sent",
             half.clone(),
-            Some(sign(SECRET, &half)),
+            Some(sign(&secret, &half)),
             400,
             Some("bad_body"),
         ),
         case(
             "a form-encoded body",
             b"payload=%7B%22action%22%3A%22opened%22%7D".to_vec(),
-            Some(sign(SECRET, b"payload=%7B%22action%22%3A%22opened%22%7D")),
+            Some(sign(&secret, b"payload=%7B%22action%22%3A%22opened%22%7D")),
             400,
             Some("bad_body"),
         ),
         case(
             "a JSON array",
             b"[1,2,3]".to_vec(),
-            Some(sign(SECRET, b"[1,2,3]")),
+            Some(sign(&secret, b"[1,2,3]")),
             400,
             Some("bad_body"),
         ),
         case(
             "an empty body",
             Vec::new(),
-            Some(sign(SECRET, b"")),
+            Some(sign(&secret, b"")),
             400,
             Some("bad_body"),
         ),
         case(
             "a 26 MiB body",
             huge.clone(),
-            Some(sign(SECRET, &huge)),
+            Some(sign(&secret, &huge)),
             413,
             None,
         ),
@@ -296,7 +297,7 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
         what: "no X-GitHub-Event",
         event: None,
         delivery: Some(delivery_id()),
-        signature: Some(sign(SECRET, &body)),
+        signature: Some(sign(&secret, &body)),
         body: body.clone(),
         status: 400,
         code: Some("bad_event"),
@@ -305,7 +306,7 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
         what: "no X-GitHub-Delivery",
         event: Some("pull_request"),
         delivery: None,
-        signature: Some(sign(SECRET, &body)),
+        signature: Some(sign(&secret, &body)),
         body: body.clone(),
         status: 400,
         code: Some("bad_delivery"),
@@ -314,12 +315,13 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
         what: "a delivery id with a space",
         event: Some("pull_request"),
         delivery: Some("two words".into()),
-        signature: Some(sign(SECRET, &body)),
+        signature: Some(sign(&secret, &body)),
         body: body.clone(),
         status: 400,
         code: Some("bad_delivery"),
     });
 
+    let mut too_large = None;
     for c in &cases {
         let mut headers = Vec::new();
         if let Some(e) = c.event {
@@ -332,6 +334,9 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
             headers.push(("X-Hub-Signature-256", s.clone()));
         }
         let r = k.post("/webhook/github", &headers, &c.body);
+        if c.status == 413 {
+            too_large = Some(r.clone());
+        }
         let shown: String = r.text().chars().take(300).collect();
         k.note(format!("{}: {} {shown}", c.what, r.status));
         require_eq!(k, r.status, c.status, "{}: {shown}", c.what);
@@ -346,7 +351,7 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
             );
             require!(
                 k,
-                !r.text().contains(SECRET),
+                !r.text().contains(&secret),
                 "{}: the secret is in the answer",
                 c.what
             );
@@ -424,6 +429,17 @@ fn bad_deliveries_get_their_status_and_start_nothing() {
         other_reasons.is_empty(),
         "nothing else was declined: {other_reasons:?}"
     );
+    // The 413 is an error like the others, `{"error", "code"}`, as the OpenAPI document
+    // says of every webhook error (schema `Error`).
+    let r = too_large.expect("the 26 MiB case ran");
+    let v = r.json();
+    require!(
+        k,
+        v["code"] == json!("too_large") && v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the 413 answer should be {{\"error\": ..., \"code\": \"too_large\"}}; it is: {}",
+        r.text()
+    );
+    k.print_notes();
     k.stop();
 }
 
@@ -816,15 +832,30 @@ fn replay_reruns_a_journaled_run() {
         "kai replay prints the journal entry it wrote"
     );
     require_eq!(k, again["status"], json!("done"), "the replay's status");
-    for key in ["module", "trigger", "delivery_id", "entity"] {
+    for key in ["module", "trigger", "entity"] {
         require_eq!(k, again[key], first[key], "the replay keeps `{key}`");
     }
-    require_eq!(k, again["delivery_id"], json!(id), "the original delivery");
+    require_eq!(k, first["delivery_id"], json!(id), "the original delivery");
+    // A replay is a new occurrence of the trigger, with a delivery id of its own.
+    require!(
+        k,
+        again["delivery_id"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty() && d != id),
+        "the replay gets a fresh delivery id: {}",
+        again["delivery_id"]
+    );
     let ctx = k.saved_context("replayable", again["run_id"].as_str().unwrap());
     require!(
         k,
         ctx["trigger"]["payload"] == f.json(),
         "the replay gets the original payload"
+    );
+    require_eq!(
+        k,
+        ctx["trigger"]["delivery_id"],
+        again["delivery_id"],
+        "the module sees the replay's delivery id"
     );
     require_eq!(
         k,

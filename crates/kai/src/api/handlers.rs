@@ -153,9 +153,9 @@ pub fn get_module(call: &Call) -> Result<Reply, ApiError> {
     let m = find(&registry, call.path("name"))?;
     let data = data(call);
     let mut out = summary(call, m)?;
-    let recent = journal::list(
+    let recent = call.api.journal.list(
         data,
-        &[m.name().to_owned()],
+        m.name(),
         &Query {
             limit: Some(RECENT),
             ..Default::default()
@@ -211,7 +211,7 @@ pub fn list_events(call: &Call) -> Result<Reply, ApiError> {
                 .unwrap_or(50),
         ),
     };
-    let listing = journal::list(data, &[name.to_owned()], &query);
+    let listing = call.api.journal.list(data, name, &query);
     let events: Vec<&JournalEntry> = listing.entries.iter().map(|l| &l.entry).collect();
     Reply::ok(json!({
         "module": name,
@@ -355,9 +355,34 @@ pub fn get_run(call: &Call) -> Result<Reply, ApiError> {
 struct InvokeBody {
     entity: Option<String>,
     data: Option<Value>,
+    #[serde(default, deserialize_with = "whole_number")]
     chat_id: Option<i64>,
     #[serde(default)]
     wait: bool,
+}
+
+/// Largest chat id taken: Telegram's ids have at most 52 significant bits, and within 2^53 a
+/// number means the same as an integer and as a float.
+pub const MAX_CHAT_ID: i64 = (1 << 53) - 1;
+
+/// An integer as JSON Schema has it: `12` and `12.0` alike (serde takes only the first), within
+/// ±[`MAX_CHAT_ID`].
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let limit = MAX_CHAT_ID as f64;
+    let value = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Some(i).filter(|i| i.abs() <= MAX_CHAT_ID),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() <= limit => Some(f as i64),
+        _ => None,
+    };
+    value.map(Some).ok_or_else(|| {
+        D::Error::custom(format!(
+            "chat_id: {n} is not a whole number between -{MAX_CHAT_ID} and {MAX_CHAT_ID}"
+        ))
+    })
 }
 
 pub fn invoke(call: Call) -> BoxFuture {
@@ -369,7 +394,7 @@ enum Progress {
     /// Still in the inbox.
     Waiting,
     Declined(crate::ledger::Decision),
-    Run(crate::ledger::RunRow),
+    Run(Box<crate::ledger::RunRow>),
 }
 
 async fn blocking<T: Send + 'static>(
@@ -387,7 +412,7 @@ async fn progress(call: &Call, run_id: &str, delivery_id: &str) -> Result<Progre
     let (run_id, delivery_id) = (run_id.to_owned(), delivery_id.to_owned());
     blocking(move || {
         if let Some(row) = engine.ledger.get(&run_id)? {
-            return Ok(Progress::Run(row));
+            return Ok(Progress::Run(Box::new(row)));
         }
         // The run is queued in the same transaction that marks the delivery dispatched, so a
         // dispatched delivery without its run was declined.

@@ -2,7 +2,8 @@
 //!
 //! - [`routes`]: the route table, the single list the router and the document come from;
 //! - [`auth`]: tokens, callers and scopes;
-//! - [`handlers`]: what each route does;
+//! - [`handlers`]: what each route does; [`journal_cache`]: journal listings that stay fast on
+//!   long journals;
 //! - [`schema`] and [`openapi`]: the OpenAPI 3.1 document, `GET /api/openapi.json`.
 //!
 //! Every request goes through [`dispatch`] in the same order, so every route refuses the same
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod handlers;
+pub mod journal_cache;
 pub mod openapi;
 pub mod routes;
 pub mod schema;
@@ -80,6 +82,7 @@ pub struct ApiState {
     pub daemon: Arc<Daemon>,
     pub tokens: ApiTokens,
     pub options: ApiOptions,
+    pub journal: journal_cache::JournalCache,
 }
 
 impl ApiState {
@@ -88,7 +91,25 @@ impl ApiState {
             daemon,
             tokens,
             options,
+            journal: journal_cache::JournalCache::default(),
         })
+    }
+}
+
+impl ApiState {
+    /// Reads every module's journal names in the background, so that the first journal query
+    /// does not pay for reading a long events directory (about 60 ms for 100,000 files).
+    pub fn warm_up(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let api = self.clone();
+        runtime.spawn_blocking(move || {
+            let data = &api.daemon.engine.data;
+            for module in crate::journal::module_dirs(data) {
+                api.journal.prime(data, &module);
+            }
+        });
     }
 }
 
@@ -198,9 +219,9 @@ impl Call {
     }
 
     /// The body as `T`: `400` when it is not a JSON object, `422` when its fields do not fit.
-    /// An empty body is `{}`.
+    /// No body at all is `{}`.
     pub fn json_body<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let value: Value = if self.body.iter().all(u8::is_ascii_whitespace) {
+        let value: Value = if self.body.is_empty() {
             Value::Object(Map::new())
         } else {
             serde_json::from_slice(&self.body).map_err(|e| {

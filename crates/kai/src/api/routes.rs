@@ -285,13 +285,55 @@ fn limit(default: usize) -> Param {
     }
 }
 
+/// `0`, or one or more of a number and a unit: `2h`, `1h30m`, `7d`.
+fn is_duration(t: &str) -> bool {
+    if t == "0" {
+        return true;
+    }
+    let mut digits = 0;
+    for c in t.chars() {
+        match c {
+            '0'..='9' => digits += 1,
+            's' | 'm' | 'h' | 'd' if digits > 0 => digits = 0,
+            _ => return false,
+        }
+    }
+    !t.is_empty() && digits == 0
+}
+
+/// `2026-04-04`, as the start of an RFC 3339 time or alone.
+fn starts_with_date(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}
+
+/// A `since` parameter: a duration back from now, a date (UTC midnight) or an RFC 3339 time,
+/// as `kai journal --since` takes it; and, unlike there, a duration of any length (one longer
+/// than the manifests' 366 days reaches back to the start of everything).
 pub fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    crate::cli::parse_since(text.trim(), chrono::Utc::now()).map_err(|_| {
+    let bad = || {
         format!(
             "since `{}` is neither a duration (2h, 7d), a date (2026-04-04) nor an RFC 3339 time (2026-04-04T14:23:01Z)",
             text.chars().take(40).collect::<String>()
         )
-    })
+    };
+    let shaped =
+        is_duration(text) || (starts_with_date(text) && (text.len() == 10 || text.len() >= 20));
+    if !shaped {
+        return Err(bad());
+    }
+    match crate::cli::parse_since(text, chrono::Utc::now()) {
+        Ok(t) => Ok(t),
+        Err(_) if is_duration(text) => Ok(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
+        Err(_) => Err(bad()),
+    }
 }
 
 fn since() -> Param {
@@ -299,8 +341,15 @@ fn since() -> Param {
         name: "since",
         location: In::Query,
         required: false,
-        description: "Only what happened since: a duration back from now (`2h`, `7d`), a date (`2026-04-04`, UTC midnight) or an RFC 3339 time",
-        schema: json!({"type": "string", "examples": ["2h", "2026-04-04", "2026-04-04T14:23:01Z"]}),
+        description: "Only what happened since: a duration back from now (`2h`, `1h30m`, `7d`), a date (`2026-04-04`, UTC midnight) or an RFC 3339 time",
+        schema: json!({
+            "anyOf": [
+                {"type": "string", "pattern": "^(0|([0-9]+[smhd])+)$"},
+                {"type": "string", "format": "date"},
+                {"type": "string", "format": "date-time"},
+            ],
+            "examples": ["2h", "2026-04-04", "2026-04-04T14:23:01Z"],
+        }),
         check: |t| parse_since(t).map(drop),
     }
 }
@@ -450,7 +499,7 @@ fn build() -> Vec<Route> {
                 "Puts an `invoke` trigger into the inbox, through the same dispatcher, queue and guardrails as a webhook or a schedule. Answers once the trigger is dispatched: `202` with the run id when a run is queued (or `\"status\": \"accepted\"` if dispatch takes longer than 2 s), `409` with the decision when a guardrail declined it (module disabled, budget reached, cooldown, `per_entity` skip or coalesce). With `\"wait\": true` the answer waits for the run to end: `200` with its journal entry, or `202` when it outlasts the server's wait limit (`KAI_API_WAIT_LIMIT`, default 30 s); then poll `GET /api/runs/{id}`.",
             )
             .param(module_name())
-            .body("InvokeRequest", false, "What to run with; an empty body is `{}`")
+            .body("InvokeRequest", false, "What to run with; no body at all is `{}`")
             .answers(200, "InvokeResult", "`wait` was true and the run ended within the wait limit")
             .answers(202, "InvokeAccepted", "The run is queued or running (or, with `wait`, outlasted the wait limit)")
             .answers(409, "Error", "A guardrail declined the trigger: `reason` says which, `decision` is the why-not log entry"),

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::handlers::MAX_CHAT_ID;
 use super::routes::{entity_schema, MAX_ENTITY_CHARS};
 
 /// Longest note accepted by `POST /api/notify`, in characters.
@@ -338,18 +339,20 @@ pub fn components() -> Value {
         "InvokeRequest",
         object(
             vec![
-                ("entity", {
-                    let mut e = entity_schema();
-                    e["description"] = json!(format!("What the run is about (at most {MAX_ENTITY_CHARS} characters); default: the manifest's `entity` template over `data`, else `invoke`"));
-                    e
-                }),
+                (
+                    "entity",
+                    json!({
+                        "anyOf": [entity_schema(), {"type": "null"}],
+                        "description": format!("What the run is about (at most {MAX_ENTITY_CHARS} characters); default (or null): the manifest's `entity` template over `data`, else `invoke`"),
+                    }),
+                ),
                 (
                     "data",
                     json!({"description": "The trigger's payload (any JSON); default `{}`"}),
                 ),
                 (
                     "chat_id",
-                    json!({"type": "integer", "format": "int64", "description": "The chat the run belongs to; default `KAI_NOTIFY_CHAT` or the owner's"}),
+                    json!({"type": ["integer", "null"], "minimum": -MAX_CHAT_ID, "maximum": MAX_CHAT_ID, "description": "The chat the run belongs to (a Telegram chat id); default (or null): `KAI_NOTIFY_CHAT` or the owner's"}),
                 ),
                 (
                     "wait",
@@ -390,7 +393,7 @@ pub fn components() -> Value {
         object(
             vec![(
                 "reason",
-                json!({"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS, "pattern": "\\S"}),
+                json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_REASON_CHARS, "pattern": "\\S", "description": "Why; default (or null): switched off through the API"}),
             )],
             &[],
         ),

@@ -25,8 +25,10 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-/// The webhook secret every test daemon gets unless the test says otherwise.
-pub const SECRET: &str = "It's a Secret to Everybody";
+/// The start of every test daemon's webhook secret; the rest is unique to the daemon, so that a
+/// delivery that reached another test's daemon (a port reused in between) is refused, not
+/// counted.
+pub const SECRET_PREFIX: &str = "It's a Secret to Everybody ";
 
 /// How long anything asynchronous gets before a test gives up: generous, the machine is small
 /// and shared.
@@ -391,6 +393,7 @@ pub struct Kaid {
     port: u16,
     incarnations: u32,
     notes: Mutex<Vec<String>>,
+    removed_secret: String,
 }
 
 impl Default for Kaid {
@@ -400,7 +403,7 @@ impl Default for Kaid {
 }
 
 impl Kaid {
-    /// A data directory with no modules; GitHub webhooks on with [`SECRET`].
+    /// A data directory with no modules; GitHub webhooks on with a secret of its own.
     pub fn new() -> Kaid {
         let root = tempfile::Builder::new()
             .prefix("kai-daemon-test-")
@@ -416,8 +419,10 @@ impl Kaid {
             port: 0,
             incarnations: 0,
             notes: Mutex::new(Vec::new()),
+            removed_secret: String::new(),
         };
-        kaid.set_env("KAI_GITHUB_WEBHOOK_SECRET", SECRET);
+        let secret = format!("{SECRET_PREFIX}{}", delivery_id());
+        kaid.set_env("KAI_GITHUB_WEBHOOK_SECRET", &secret);
         kaid.set_env("KAI_LOG", "info");
         kaid.set_env("KAI_RETRY_BACKOFF", "1s");
         kaid
@@ -431,15 +436,20 @@ impl Kaid {
     }
 
     pub fn remove_env(&mut self, key: &str) -> &mut Self {
+        if key == "KAI_GITHUB_WEBHOOK_SECRET" {
+            self.removed_secret = self.secret();
+        }
         self.env.retain(|(k, _)| k != key);
         self
     }
 
-    pub fn secret(&self) -> Option<&str> {
+    /// The webhook secret (the one it had if the test removed it).
+    pub fn secret(&self) -> String {
         self.env
             .iter()
             .find(|(k, _)| k == "KAI_GITHUB_WEBHOOK_SECRET")
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| self.removed_secret.clone())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -670,7 +680,7 @@ impl Kaid {
 
     /// Sends `body` to `/webhook/github` as GitHub would, under `delivery`.
     pub fn github_as(&self, event: &str, delivery: &str, body: &[u8]) -> Response {
-        let secret = self.secret().unwrap_or(SECRET).to_owned();
+        let secret = self.secret();
         let headers = [
             ("X-GitHub-Event", event.to_owned()),
             ("X-GitHub-Delivery", delivery.to_owned()),
