@@ -101,7 +101,8 @@ fn a_run_longer_than_the_wait_limit_answers_202() {
         &json!({ "wait": true }),
     );
     let v = kai.expect(a, 202);
-    assert_eq!(v["status"], "running");
+    // Running, or (on a busy machine) still about to start.
+    assert!(v["status"] == "running" || v["status"] == "queued", "{v}");
     assert!(v.get("result").is_none());
     kai.release("slow");
     let run = kai.wait_finished(v["run_id"].as_str().unwrap());

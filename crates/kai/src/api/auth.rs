@@ -288,11 +288,6 @@ impl Access {
         !matches!(self, Access::Public | Access::Signed)
     }
 
-    /// Whether some valid token is refused here (so the route can answer `403`).
-    pub fn can_forbid(self) -> bool {
-        self.needs_bearer()
-    }
-
     /// Whether `caller` may call a route of this access; `module` is the `{name}` of the path,
     /// already checked to be a valid name.
     pub fn allows(self, caller: &Caller, module: Option<&str>) -> Result<(), ApiError> {

@@ -186,9 +186,8 @@ impl Route {
                 401,
                 "No token, a malformed Authorization header, an unknown token, or the token of a run that has ended",
             );
-            if self.access.can_forbid() {
-                add(403, "The token is valid but lacks the scope for this route");
-            }
+            // Every bearer route refuses some kind of token: none admits all three.
+            add(403, "The token is valid but lacks the scope for this route");
             if self.params.iter().any(|p| p.location == In::Path) {
                 add(404, "No such module or run");
             }
