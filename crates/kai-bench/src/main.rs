@@ -988,7 +988,7 @@ fn real_main() -> Result<()> {
     row(
         &mut out,
         &format!(
-            "the same, one entity, {COLLIDING_PER_SECOND} runs finishing in each second (journal names `_2` to `_{COLLIDING_PER_SECOND}`)"
+            "floor: the same 3 commits, one entity, {COLLIDING_PER_SECOND} runs finishing in each second (journal names `_2` to `_{COLLIDING_PER_SECOND}`)"
         ),
         &ledger_colliding,
         None,

@@ -71,6 +71,8 @@ pub struct Facts {
     pub queued: Option<String>,
     /// A run for this entity in flight.
     pub running: Option<String>,
+    /// Runs of the module queued or in flight, any entity.
+    pub active_runs: u32,
 }
 
 /// The answer for one trigger.

@@ -83,12 +83,25 @@ impl Manifest {
     /// Parses a manifest's text. `file` is the name errors carry.
     pub fn parse(file: &str, text: &str) -> Result<Manifest, ManifestError> {
         serde_saphyr::from_str::<Manifest>(text).map_err(|e| {
-            let line = e.location().map(|l| l.line()).filter(|&l| l > 0);
-            let plain = e.without_snippet().to_string();
+            let e = e.without_snippet();
+            let mut line = e.location().map(|l| l.line()).filter(|&l| l > 0);
+            let rendered = e.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+            let mut message = plain_words(strip_position(&rendered));
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|k| k.strip_suffix('`'))
+                .filter(|k| ["name", "description", "run"].contains(k))
+                .map(str::to_owned);
+            if let Some(key) = missing {
+                // The parser points at the mapping's last key, which is not where anything is.
+                line = None;
+                message =
+                    format!("`{key}` is missing: every manifest needs name, description and run");
+            }
             ManifestError {
                 file: file.to_owned(),
                 line,
-                message: strip_position(&plain).to_owned(),
+                message,
             }
         })
     }
@@ -122,6 +135,23 @@ fn strip_position(message: &str) -> &str {
         }
     }
     rest
+}
+
+/// The YAML parser's terse words for type mismatches, said for module authors.
+fn plain_words(message: &str) -> String {
+    match message {
+        "expected sequence start" => "expected a list here, such as [a, b]".into(),
+        "expected mapping start" => "expected keys here (key: value)".into(),
+        "invalid i64" | "invalid u64" | "invalid i32" | "invalid u32" => {
+            "expected a whole number".into()
+        }
+        "invalid floating point" | "invalid f64" => "expected a number".into(),
+        "unexpected end of file" | "unexpected end of input" => {
+            "the manifest is empty: it needs name, description and run".into()
+        }
+        m if m.starts_with("invalid boolean") => "expected true or false".into(),
+        m => m.to_owned(),
+    }
 }
 
 macro_rules! checked_string {
@@ -415,6 +445,25 @@ impl CronSpec {
             return Err(format!(
                 "schedule `{text}` has {fields} fields; cron takes 5: minute hour day-of-month month day-of-week"
             ));
+        }
+        // Each field on its own first, so that the message names the one that is wrong.
+        const FIELDS: [(&str, &str); 5] = [
+            ("minute", "0-59"),
+            ("hour", "0-23"),
+            ("day of month", "1-31"),
+            ("month", "1-12 or JAN-DEC"),
+            ("day of week", "0-7 or SUN-SAT"),
+        ];
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        for (i, (field, range)) in FIELDS.iter().enumerate() {
+            let mut probe = ["*"; 5];
+            probe[i] = parts[i];
+            if probe.join(" ").parse::<croner::Cron>().is_err() {
+                return Err(format!(
+                    "schedule `{text}`: the {field} field `{}` is not valid ({range})",
+                    parts[i]
+                ));
+            }
         }
         let cron = text
             .parse::<croner::Cron>()

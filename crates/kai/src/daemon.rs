@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::engine::{day_start, new_run_id, Engine, RunEnd};
-use crate::ledger::{Decision, Delivery, NewDelivery, NewRun, Waiting};
+use crate::ledger::{Decision, Delivery, Dispatch, NewDelivery, NewRun};
 use crate::modules::load_registry;
 use crate::notify::Note;
 
@@ -41,8 +41,6 @@ pub struct Daemon {
     registry: RwLock<Arc<Registry>>,
     wake: Notify,
     running: Mutex<Running>,
-    /// Runs already told they wait for the concurrency limit (one decision per run).
-    noted_waiting: Mutex<HashSet<String>>,
     /// Stops loops and the starting of new runs.
     pub shutdown: CancellationToken,
     /// Kills runs still going once the shutdown grace period is over.
@@ -76,7 +74,6 @@ impl Daemon {
             registry: RwLock::new(Arc::new(registry)),
             wake: Notify::new(),
             running: Mutex::new(Running::default()),
-            noted_waiting: Mutex::new(HashSet::new()),
             shutdown: CancellationToken::new(),
             kill_runs: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -168,22 +165,31 @@ impl Daemon {
     /// Turns every waiting delivery into runs and decisions.
     fn dispatch_inbox(&self) -> Result<()> {
         loop {
-            let batch = self.engine.ledger.undispatched(256)?;
+            // Small batches: one transaction each, so that webhook intake, which needs the
+            // write lock too, never waits long behind the dispatcher.
+            let batch = self.engine.ledger.undispatched(32)?;
             if batch.is_empty() {
                 return Ok(());
             }
             let registry = self.registry();
-            for delivery in batch {
-                let (runs, decisions, note) = self.plan(&registry, &delivery)?;
-                self.engine
-                    .ledger
-                    .dispatched(delivery.seq, &runs, &decisions)?;
-                for d in &decisions {
-                    debug!(module = ?d.module, reason = %d.reason, "{}", d.detail);
+            let notes = self.engine.ledger.dispatch(|tx| {
+                let mut notes = Vec::new();
+                for delivery in &batch {
+                    let (runs, decisions, note) = self.plan(tx, &registry, delivery)?;
+                    for run in &runs {
+                        tx.queue(run)?;
+                    }
+                    for d in &decisions {
+                        debug!(module = ?d.module, reason = %d.reason, "{}", d.detail);
+                        tx.decide(d)?;
+                    }
+                    tx.done(delivery.seq)?;
+                    notes.extend(note);
                 }
-                if let Some(text) = note {
-                    self.engine.notifier().send(Note { module: None, text });
-                }
+                Ok(notes)
+            })?;
+            for text in notes {
+                self.engine.notifier().send(Note { module: None, text });
             }
         }
     }
@@ -192,6 +198,7 @@ impl Daemon {
     /// module takes the event.
     fn plan(
         &self,
+        tx: &Dispatch<'_>,
         registry: &Registry,
         d: &Delivery,
     ) -> Result<(Vec<NewRun>, Vec<Decision>, Option<String>)> {
@@ -204,20 +211,31 @@ impl Daemon {
                         runs: &mut Vec<NewRun>,
                         decisions: &mut Vec<Decision>|
          -> Result<()> {
-            let facts = self
-                .engine
-                .ledger
-                .facts(module.name(), &entity, day_start(now))?;
+            let facts = tx.facts(module.name(), &entity, day_start(now))?;
             // Two runs for one entity planned from one delivery cannot happen (one run per
-            // module), so the ledger's facts are the whole truth here.
+            // module), and earlier deliveries of the batch are already in `tx`, so the facts
+            // are the whole truth here.
             match admit(&module.manifest, &facts, now) {
-                Admission::Run => runs.push(NewRun {
-                    run_id: d.run_id.clone().unwrap_or_else(new_run_id),
-                    module: module.name().to_owned(),
-                    entity,
-                    trigger: t.clone(),
-                    chat_id: d.chat_id.or(self.engine.config.chat_id()),
-                }),
+                Admission::Run => {
+                    let run_id = d.run_id.clone().unwrap_or_else(new_run_id);
+                    let limit = module.manifest.concurrency.0;
+                    if facts.active_runs >= limit {
+                        decisions.push(decision(
+                            t,
+                            Some(module.name()),
+                            Some(&entity),
+                            Reason::Concurrency,
+                            format!("run {run_id} queued: {limit} run(s) of {} already going (concurrency {limit})", module.name()),
+                        ));
+                    }
+                    runs.push(NewRun {
+                        run_id,
+                        module: module.name().to_owned(),
+                        entity,
+                        trigger: t.clone(),
+                        chat_id: d.chat_id.or(self.engine.config.chat_id()),
+                    })
+                }
                 Admission::Decline(reason, detail) => decisions.push(decision(
                     t,
                     Some(module.name()),
@@ -308,7 +326,28 @@ impl Daemon {
             return Ok(());
         }
         let registry = self.registry();
+        // Free slots per module: with a long backlog most waiting runs cannot start, and the
+        // scan stops as soon as none can.
+        let mut free: HashMap<String, u32> = registry
+            .modules()
+            .map(|m| {
+                let limit = m.manifest.concurrency.0;
+                (
+                    m.name().to_owned(),
+                    limit.saturating_sub(self.running_count(m.name())),
+                )
+            })
+            .collect();
+        if free.values().all(|&f| f == 0) {
+            return Ok(());
+        }
         for waiting in self.engine.ledger.startable(Utc::now(), 1000)? {
+            if free.values().all(|&f| f == 0) {
+                break;
+            }
+            if free.get(&waiting.module) == Some(&0) {
+                continue;
+            }
             let key = (waiting.module.clone(), waiting.entity.clone());
             let Some(module) = registry.get(&waiting.module).cloned() else {
                 // The module went away while its run waited: the run ends, saying why.
@@ -327,12 +366,13 @@ impl Daemon {
                     continue; // one run per entity at a time; this one waits its turn
                 }
                 if running.per_module.get(&key.0).copied().unwrap_or(0) >= limit {
-                    drop(running);
-                    self.note_waiting(&waiting, limit);
                     continue;
                 }
                 *running.per_module.entry(key.0.clone()).or_default() += 1;
                 running.entities.insert(key.clone());
+            }
+            if let Some(f) = free.get_mut(&key.0) {
+                *f = f.saturating_sub(1);
             }
             let Some(row) = self.engine.ledger.get(&waiting.run_id)? else {
                 self.release(&key);
@@ -351,7 +391,6 @@ impl Daemon {
                     Err(e) => warn!(run = %row.run_id, "run failed in kai: {e:#}"),
                 }
                 daemon.release(&key);
-                daemon.noted_waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&row.run_id);
                 daemon.wake();
             });
         }
@@ -366,29 +405,9 @@ impl Daemon {
         running.entities.remove(key);
     }
 
-    fn note_waiting(&self, w: &Waiting, limit: u32) {
-        let first = self
-            .noted_waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(w.run_id.clone());
-        if !first {
-            return;
-        }
-        let Ok(Some(row)) = self.engine.ledger.get(&w.run_id) else {
-            return;
-        };
-        let d = decision(
-            &row.trigger,
-            Some(&w.module),
-            Some(&w.entity),
-            Reason::Concurrency,
-            format!(
-                "run {} waits: {limit} run(s) of {} already going (concurrency {limit})",
-                w.run_id, w.module
-            ),
-        );
-        let _ = self.engine.ledger.decide(&d);
+    fn running_count(&self, module: &str) -> u32 {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.per_module.get(module).copied().unwrap_or(0)
     }
 
     /// Re-reads the manifests when any of them changed, every `every`, until shutdown.

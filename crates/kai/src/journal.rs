@@ -4,6 +4,7 @@
 //! done on names alone; only the files that may be shown are opened. A file a person broke by
 //! hand is skipped with a warning, never a reason to fail the whole listing.
 
+use std::collections::BinaryHeap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -62,13 +63,7 @@ pub fn list(data: &DataDir, modules: &[String], q: &Query) -> Listing {
     let slug = q.entity.as_deref().map(entity_slug);
     let mut names: Vec<(String, usize)> = Vec::new();
     for (i, module) in modules.iter().enumerate() {
-        let Ok(dir) = std::fs::read_dir(data.events_dir(module)) else {
-            continue;
-        };
-        for entry in dir.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
+        for name in file_names(data, module) {
             let Some(stamp) = file_timestamp(&name) else {
                 continue;
             };
@@ -81,10 +76,11 @@ pub fn list(data: &DataDir, modules: &[String], q: &Query) -> Listing {
             names.push((name, i));
         }
     }
-    names.sort_unstable_by(|a, b| b.cmp(a));
+    // A heap, not a sort: only the newest few are usually wanted.
+    let mut names = BinaryHeap::from(names);
     let mut listing = Listing::default();
     let limit = q.limit.unwrap_or(usize::MAX);
-    for (name, i) in names {
+    while let Some((name, i)) = names.pop() {
         if listing.entries.len() >= limit {
             break;
         }
@@ -111,6 +107,63 @@ pub fn list(data: &DataDir, modules: &[String], q: &Query) -> Listing {
         listing.entries.push(Listed { entry, path });
     }
     listing
+}
+
+/// Directories with fewer files than this are simply read; the listing is not worth keeping.
+const CACHE_FROM: usize = 5000;
+
+/// The names of a module's journal files. Reading a directory of 100,000 names costs tens of
+/// milliseconds, so for big ones the names are kept in `cache/journal/<module>.names`, and that
+/// copy is used while the directory is provably unchanged: same inode, mtime and ctime, and the
+/// mtime at least a second older than the copy (a change made in the same clock tick as the
+/// listing would not move the mtime; one made a second later always does). The files stay the
+/// truth: the copy only ever saves a directory read.
+fn file_names(data: &DataDir, module: &str) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = data.events_dir(module);
+    let Ok(meta) = std::fs::metadata(&dir) else {
+        return Vec::new();
+    };
+    let stamp = format!(
+        "v1 {} {} {} {}",
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime_nsec()
+    );
+    let cache = data
+        .root()
+        .join("cache/journal")
+        .join(format!("{module}.names"));
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let mut lines = text.lines();
+        let head = lines.next().unwrap_or_default();
+        if let Some((recorded, written)) = head.rsplit_once(' ') {
+            let written: i64 = written.parse().unwrap_or(0);
+            if recorded == stamp && meta.mtime() < written - 1 {
+                return lines.map(str::to_owned).collect();
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| file_timestamp(n).is_some())
+        .collect();
+    if names.len() >= CACHE_FROM {
+        let now = chrono::Utc::now().timestamp();
+        let mut text = format!("{stamp} {now}\n");
+        for n in &names {
+            text.push_str(n);
+            text.push('\n');
+        }
+        let _ = std::fs::create_dir_all(cache.parent().expect("has a parent"))
+            .and_then(|()| crate::data_dir::write_atomic(&cache, text.as_bytes(), 0o600));
+    }
+    names
 }
 
 /// Every directory under `modules/`, sorted: user modules and built-ins' data alike.

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_phase ON runs (phase, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_entity ON runs (module, entity, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_finish ON runs (module, finished_at);
+CREATE INDEX IF NOT EXISTS runs_by_entity_finish ON runs (module, entity, finished_at);
+CREATE INDEX IF NOT EXISTS runs_by_module_phase ON runs (module, phase);
 
 -- The durable inbox: every accepted trigger, before anything is done with it.
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -171,9 +173,6 @@ pub struct NewRun {
 
 pub struct Ledger {
     conn: Mutex<Connection>,
-    /// A second connection for webhook intake, so that acknowledging a delivery never waits
-    /// behind the dispatcher's work on the first.
-    intake: Mutex<Connection>,
 }
 
 /// A trigger accepted into the inbox, waiting to be dispatched.
@@ -212,20 +211,16 @@ fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
 
 impl Ledger {
     pub fn open(path: &Path) -> Result<Ledger> {
-        let open = || -> Result<Connection> {
-            let conn = Connection::open(path)
-                .with_context(|| format!("cannot open the run ledger {}", path.display()))?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            Ok(conn)
-        };
-        let conn = open()?;
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the run ledger {}", path.display()))?;
+        // Other kai processes (kai run, kai journal) share the file: wait for them, not fail.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)
             .context("cannot create the run ledger's tables")?;
         Ok(Ledger {
             conn: Mutex::new(conn),
-            intake: Mutex::new(open()?),
         })
     }
 
@@ -262,9 +257,9 @@ impl Ledger {
         Ok(attempt)
     }
 
-    /// Records a running run's outcome and picks its journal file name: the first of
-    /// `candidates(n)` for n = 1, 2, ... that neither exists on disk nor is taken by another
-    /// run. From here on the run's files can be written again and again with the same result.
+    /// Records a running run's outcome and picks its journal file name: a `candidate(n)`,
+    /// n = 1, 2, ..., that neither exists on disk nor is taken by another run (the lowest
+    /// one when suffixes were taken in order, as kai takes them). From here on the run's files can be written again and again with the same result.
     pub fn finishing(
         &self,
         run_id: &str,
@@ -275,8 +270,7 @@ impl Ledger {
         // IMMEDIATE: this transaction reads before it writes, and SQLite does not wait (busy
         // timeout) for a read transaction to become a write one; it fails at once.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut n = 1;
-        let path = loop {
+        let free = |n: u32| -> Result<Option<String>> {
             let path = candidate(n);
             let text = path.to_string_lossy().into_owned();
             let taken: bool = tx.query_row(
@@ -284,11 +278,27 @@ impl Ledger {
                 [&text],
                 |r| r.get(0),
             )?;
-            if !taken && !path.exists() {
-                break text;
-            }
-            n += 1;
+            Ok((!taken && !path.exists()).then_some(text))
         };
+        // Suffixes are taken from 1 up, so doubling then bisecting finds a free one in
+        // O(log k) probes for the k-th run of an entity in one second, not k.
+        let (mut taken, mut probe) = (0u32, 1u32);
+        let (mut n, mut path) = loop {
+            match free(probe)? {
+                Some(p) => break (probe, p),
+                None => {
+                    taken = probe;
+                    probe = probe.saturating_mul(2);
+                }
+            }
+        };
+        while n - taken > 1 {
+            let mid = taken + (n - taken) / 2;
+            match free(mid)? {
+                Some(p) => (n, path) = (mid, p),
+                None => taken = mid,
+            }
+        }
         let changed = tx.execute(
             "UPDATE runs SET phase = 'finishing', status = ?2, outcome_json = ?3, journal_path = ?4,
              cost_usd = ?5 WHERE run_id = ?1 AND phase = 'running'",
@@ -370,7 +380,10 @@ impl Ledger {
 
     /// Accepts a trigger into the inbox; `false` when its delivery id was seen before.
     pub fn accept(&self, d: &NewDelivery) -> Result<bool> {
-        let changed = insert_delivery(&self.intake.lock().unwrap_or_else(|p| p.into_inner()), d)?;
+        // The same connection as everything else, on purpose: a second one would wait for
+        // SQLite's write lock in the busy handler's sleeps (1 ms, 2 ms, ... 100 ms), while
+        // waiting on the mutex ends the moment the lock is free.
+        let changed = insert_delivery(&self.conn(), d)?;
         Ok(changed == 1)
     }
 
@@ -404,26 +417,20 @@ impl Ledger {
         Ok(rows)
     }
 
-    /// Records what one delivery became, all at once: its runs queued, its decisions logged,
-    /// the delivery marked done. A crash before the commit leaves the delivery to dispatch
-    /// again; after it, nothing of it is done twice.
-    pub fn dispatched(&self, seq: i64, runs: &[NewRun], decisions: &[Decision]) -> Result<()> {
+    /// Dispatches a batch of deliveries in one transaction: the runs they become are queued,
+    /// their decisions logged and they are marked done, all or nothing. A crash before the
+    /// commit leaves them to dispatch again; after it, nothing of them is done twice. Facts
+    /// read inside see the runs queued earlier in the same batch.
+    pub fn dispatch<R>(&self, f: impl FnOnce(&Dispatch<'_>) -> Result<R>) -> Result<R> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_text();
-        for run in runs {
-            tx.execute(
-                "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-                params![run.run_id, run.module, run.entity, serde_json::to_string(&run.trigger)?, run.chat_id, now],
-            )?;
-        }
-        for d in decisions {
-            insert_decision(&tx, d)?;
-        }
-        tx.execute("UPDATE deliveries SET dispatched = 1 WHERE seq = ?1", [seq])?;
-        tx.commit()?;
-        Ok(())
+        let batch = Dispatch {
+            tx,
+            now: now_text(),
+        };
+        let result = f(&batch)?;
+        batch.tx.commit()?;
+        Ok(result)
     }
 
     /// Logs one decision on its own.
@@ -463,43 +470,7 @@ impl Ledger {
 
     /// What the guardrails need to know about `module` and `entity`.
     pub fn facts(&self, module: &str, entity: &str, day_start: DateTime<Utc>) -> Result<Facts> {
-        let conn = self.conn();
-        let day = day_start.to_rfc3339_opts(SecondsFormat::Micros, true);
-        let (off_reason, waived): (Option<String>, Option<String>) = conn
-            .query_row(
-                "SELECT off_reason, budget_waived FROM switches WHERE module = ?1",
-                [module],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or((None, None));
-        let spent: f64 = conn.query_row(
-            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE module = ?1 AND finished_at >= ?2",
-            params![module, day],
-            |r| r.get(0),
-        )?;
-        let last: Option<String> = conn.query_row(
-            "SELECT MAX(created_at) FROM runs WHERE module = ?1 AND entity = ?2",
-            params![module, entity],
-            |r| r.get(0),
-        )?;
-        let in_phase = |phases: &str| -> Result<Option<String>> {
-            Ok(conn
-                .query_row(
-                    &format!("SELECT run_id FROM runs WHERE module = ?1 AND entity = ?2 AND phase IN ({phases}) ORDER BY created_at LIMIT 1"),
-                    params![module, entity],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        };
-        Ok(Facts {
-            switched_off: off_reason,
-            spent_today_usd: spent,
-            budget_waived: waived.as_deref().is_some_and(|w| w >= day.as_str()),
-            last_run_at: parse_time(last),
-            queued: in_phase("'queued'")?,
-            running: in_phase("'running', 'finishing'")?,
-        })
+        facts_on(&self.conn(), module, entity, day_start)
     }
 
     /// Money a module spent since `day_start`.
@@ -626,6 +597,94 @@ impl Ledger {
             [phase.as_str()],
             |r| r.get(0),
         )?)
+    }
+}
+
+/// What the guardrails need to know about `module` and `entity`, read on `conn`.
+fn facts_on(
+    conn: &Connection,
+    module: &str,
+    entity: &str,
+    day_start: DateTime<Utc>,
+) -> Result<Facts> {
+    let day = day_start.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let (off_reason, waived): (Option<String>, Option<String>) = conn
+        .query_row(
+            "SELECT off_reason, budget_waived FROM switches WHERE module = ?1",
+            [module],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((None, None));
+    let spent: f64 = conn.query_row(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE module = ?1 AND finished_at >= ?2",
+        params![module, day],
+        |r| r.get(0),
+    )?;
+    let last: Option<String> = conn.query_row(
+        "SELECT MAX(created_at) FROM runs WHERE module = ?1 AND entity = ?2",
+        params![module, entity],
+        |r| r.get(0),
+    )?;
+    let in_phase = |phases: &str| -> Result<Option<String>> {
+        Ok(conn
+                .query_row(
+                    &format!("SELECT run_id FROM runs WHERE module = ?1 AND entity = ?2 AND phase IN ({phases}) ORDER BY created_at LIMIT 1"),
+                    params![module, entity],
+                    |r| r.get(0),
+                )
+                .optional()?)
+    };
+    Ok(Facts {
+        switched_off: off_reason,
+        spent_today_usd: spent,
+        budget_waived: waived.as_deref().is_some_and(|w| w >= day.as_str()),
+        last_run_at: parse_time(last),
+        queued: in_phase("'queued'")?,
+        running: in_phase("'running', 'finishing'")?,
+        active_runs: conn.query_row(
+            "SELECT COUNT(*) FROM runs WHERE module = ?1 AND phase IN ('queued', 'running', 'finishing')",
+            [module],
+            |r| r.get(0),
+        )?,
+    })
+}
+
+/// One dispatch transaction; see [`Ledger::dispatch`].
+pub struct Dispatch<'a> {
+    tx: rusqlite::Transaction<'a>,
+    now: String,
+}
+
+impl Dispatch<'_> {
+    pub fn facts(&self, module: &str, entity: &str, day_start: DateTime<Utc>) -> Result<Facts> {
+        facts_on(&self.tx, module, entity, day_start)
+    }
+
+    pub fn queue(&self, run: &NewRun) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+            params![
+                run.run_id,
+                run.module,
+                run.entity,
+                serde_json::to_string(&run.trigger)?,
+                run.chat_id,
+                self.now
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn decide(&self, d: &Decision) -> Result<()> {
+        insert_decision(&self.tx, d)
+    }
+
+    pub fn done(&self, seq: i64) -> Result<()> {
+        self.tx
+            .execute("UPDATE deliveries SET dispatched = 1 WHERE seq = ?1", [seq])?;
+        Ok(())
     }
 }
 
