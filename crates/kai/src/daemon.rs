@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::engine::{day_start, new_run_id, Engine, RunEnd};
+use crate::engine::{day_start, new_run_id, off_runtime, Engine, RunEnd};
 use crate::ledger::{Decision, Delivery, Dispatch, NewDelivery, NewRun};
 use crate::modules::load_registry;
 use crate::notify::Note;
@@ -143,10 +143,10 @@ impl Daemon {
     /// The dispatcher and the queue, until shutdown.
     pub async fn pump(self: Arc<Self>) {
         loop {
-            if let Err(e) = self.dispatch_inbox() {
+            if let Err(e) = off_runtime(|| self.dispatch_inbox()) {
                 warn!("dispatch failed, will retry: {e:#}");
             }
-            if let Err(e) = self.start_runs() {
+            if let Err(e) = off_runtime(|| self.start_runs()) {
                 warn!("starting runs failed, will retry: {e:#}");
             }
             let next = self.engine.ledger.next_not_before().ok().flatten();
@@ -167,7 +167,7 @@ impl Daemon {
         loop {
             // Small batches: one transaction each, so that webhook intake, which needs the
             // write lock too, never waits long behind the dispatcher.
-            let batch = self.engine.ledger.undispatched(32)?;
+            let batch = self.engine.ledger.undispatched(8)?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -177,7 +177,7 @@ impl Daemon {
                 for delivery in &batch {
                     let (runs, decisions, note) = self.plan(tx, &registry, delivery)?;
                     for run in &runs {
-                        tx.queue(run)?;
+                        tx.queue(run, delivery.seq)?;
                     }
                     for d in &decisions {
                         debug!(module = ?d.module, reason = %d.reason, "{}", d.detail);
@@ -211,7 +211,8 @@ impl Daemon {
                         runs: &mut Vec<NewRun>,
                         decisions: &mut Vec<Decision>|
          -> Result<()> {
-            let facts = tx.facts(module.name(), &entity, day_start(now))?;
+            let budget_day = module.manifest.budget.map(|_| day_start(now));
+            let facts = tx.facts(module.name(), &entity, budget_day)?;
             // Two runs for one entity planned from one delivery cannot happen (one run per
             // module), and earlier deliveries of the batch are already in `tx`, so the facts
             // are the whole truth here.

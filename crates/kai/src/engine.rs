@@ -201,6 +201,18 @@ impl Drop for LiveToken<'_> {
     }
 }
 
+/// Runs blocking work (SQLite, fsync) from async code without stalling the runtime's other
+/// tasks: on the daemon's multi-thread runtime the worker hands its tasks to another thread
+/// first; on `kai run`'s single thread there is nothing else to stall.
+pub fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// A fresh run id: `r_` and a ULID, so ids sort by creation time.
 pub fn new_run_id() -> String {
     format!("r_{}", ulid::Ulid::new())
@@ -283,7 +295,7 @@ impl Engine {
         row: &RunRow,
         cancel: CancellationToken,
     ) -> Result<RunEnd> {
-        let attempt = self.ledger.start(&row.run_id, &self.owner.id)?;
+        let attempt = off_runtime(|| self.ledger.start(&row.run_id, &self.owner.id))?;
         let run = NewRun {
             run_id: row.run_id.clone(),
             module: row.module.clone(),
@@ -325,7 +337,7 @@ impl Engine {
             .with_context(|| format!("cannot create {}", module_dir.display()))?;
         let token = random_token();
         let _live = self.run_tokens.issue(&token, name, &run.run_id);
-        let outcome = match self.read_state(name) {
+        let outcome = match off_runtime(|| self.read_state(name)) {
             Err(e) => Outcome::failure(JournalStatus::Error, e, ""),
             Ok(state) => {
                 let ctx = Context {
@@ -347,7 +359,9 @@ impl Engine {
                 // can kill what the module left running.
                 let record = async {
                     if let Ok(pid) = pid.await {
-                        let _ = self.ledger.set_pgid(&run.run_id, pid, process_start(pid));
+                        let _ = off_runtime(|| {
+                            self.ledger.set_pgid(&run.run_id, pid, process_start(pid))
+                        });
                     }
                 };
                 let (report, ()) = tokio::join!(self.runner.run(spec, cancel), record);
@@ -358,7 +372,10 @@ impl Engine {
         let mut secrets = self.config.secrets();
         secrets.push(&token);
         let outcome = redact_outcome(outcome, &secrets);
-        if outcome.retry && attempt < MAX_ATTEMPTS && !self.ledger.is_foreground(&run.run_id)? {
+        if outcome.retry
+            && attempt < MAX_ATTEMPTS
+            && !off_runtime(|| self.ledger.is_foreground(&run.run_id))?
+        {
             if let Some(state) = &outcome.state {
                 self.data
                     .write_atomic(&self.data.state_file(name), &pretty(state)?)?;
@@ -372,9 +389,11 @@ impl Engine {
             });
         }
         let finish = self.finish_for(run, attempt, outcome, started.elapsed().as_secs_f64());
-        let finished = self.finish(&run.run_id, finish)?;
-        self.announce(module, &finished);
-        Ok(RunEnd::Finished(finished))
+        off_runtime(|| {
+            let finished = self.finish(&run.run_id, finish)?;
+            self.announce(module, &finished);
+            Ok(RunEnd::Finished(finished))
+        })
     }
 
     /// Tells the owner about an outcome, as the module's `notify:` asks, and about a budget

@@ -130,7 +130,7 @@ fn parse_object(body: &[u8]) -> Result<Value, Response> {
 
 fn accept(daemon: &Daemon, delivery: NewDelivery) -> Response {
     let id = delivery.delivery_id.clone();
-    match daemon.accept(&delivery) {
+    match crate::engine::off_runtime(|| daemon.accept(&delivery)) {
         Ok(true) => (
             StatusCode::ACCEPTED,
             Json(json!({ "accepted": true, "delivery_id": id })),

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id       TEXT PRIMARY KEY,
     module       TEXT NOT NULL,
     entity       TEXT NOT NULL,
-    trigger_json TEXT NOT NULL,
+    trigger_json TEXT,          -- NULL: the trigger is the delivery's (delivery_seq)
+    delivery_seq INTEGER,
     chat_id      INTEGER,
     phase        TEXT NOT NULL CHECK (phase IN ('queued', 'running', 'finishing', 'finished')),
     status       TEXT,
@@ -49,6 +50,7 @@ CREATE INDEX IF NOT EXISTS runs_by_entity ON runs (module, entity, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_finish ON runs (module, finished_at);
 CREATE INDEX IF NOT EXISTS runs_by_entity_finish ON runs (module, entity, finished_at);
 CREATE INDEX IF NOT EXISTS runs_by_module_phase ON runs (module, phase);
+CREATE INDEX IF NOT EXISTS runs_by_entity_phase ON runs (module, entity, phase);
 
 -- The durable inbox: every accepted trigger, before anything is done with it.
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -224,6 +226,22 @@ impl Ledger {
         })
     }
 
+    /// For the daemon: moves WAL checkpoints (which fsync the database) off the writers' path
+    /// into a thread of their own, so that acknowledging a webhook never waits for one.
+    pub fn checkpoint_in_background(&self, path: &Path) -> Result<()> {
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(10))?;
+        self.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        std::thread::Builder::new()
+            .name("kai-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                // PASSIVE never blocks writers; what it cannot copy now, it copies next time.
+                let _ = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })?;
+        Ok(())
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn
             .lock()
@@ -383,7 +401,8 @@ impl Ledger {
         // The same connection as everything else, on purpose: a second one would wait for
         // SQLite's write lock in the busy handler's sleeps (1 ms, 2 ms, ... 100 ms), while
         // waiting on the mutex ends the moment the lock is free.
-        let changed = insert_delivery(&self.conn(), d)?;
+        let json = serde_json::to_string(&d.trigger)?;
+        let changed = insert_delivery(&self.conn(), d, &json)?;
         Ok(changed == 1)
     }
 
@@ -396,25 +415,37 @@ impl Ledger {
         )?;
         let rows = stmt
             .query_map([limit as i64], |r| {
-                let trigger: String = r.get(2)?;
-                Ok(Delivery {
-                    seq: r.get(0)?,
-                    source: r.get(1)?,
-                    trigger: serde_json::from_str(&trigger).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            2,
-                            rusqlite::types::Type::Text,
-                            Box::new(e),
-                        )
-                    })?,
-                    module: r.get(3)?,
-                    entity: r.get(4)?,
-                    chat_id: r.get(5)?,
-                    run_id: r.get(6)?,
-                })
+                Ok((
+                    r.get::<_, String>(2)?,
+                    Delivery {
+                        seq: r.get(0)?,
+                        source: r.get(1)?,
+                        trigger: Trigger {
+                            kind: kai_sdk::TriggerType::Invoke,
+                            source: None,
+                            event: None,
+                            action: None,
+                            delivery_id: None,
+                            payload: Value::Null,
+                        },
+                        module: r.get(3)?,
+                        entity: r.get(4)?,
+                        chat_id: r.get(5)?,
+                        run_id: r.get(6)?,
+                    },
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        drop(stmt);
+        drop(conn);
+        // Payloads can be megabytes: parse them without holding the ledger.
+        rows.into_iter()
+            .map(|(json, mut d)| {
+                d.trigger = serde_json::from_str(&json)
+                    .with_context(|| format!("delivery {}: its trigger is not valid", d.seq))?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// Dispatches a batch of deliveries in one transaction: the runs they become are queued,
@@ -469,8 +500,13 @@ impl Ledger {
     }
 
     /// What the guardrails need to know about `module` and `entity`.
-    pub fn facts(&self, module: &str, entity: &str, day_start: DateTime<Utc>) -> Result<Facts> {
-        facts_on(&self.conn(), module, entity, day_start)
+    pub fn facts(
+        &self,
+        module: &str,
+        entity: &str,
+        budget_day: Option<DateTime<Utc>>,
+    ) -> Result<Facts> {
+        facts_on(&self.conn(), module, entity, budget_day)
     }
 
     /// Money a module spent since `day_start`.
@@ -536,6 +572,9 @@ impl Ledger {
         fire: Option<&NewDelivery>,
         decisions: &[Decision],
     ) -> Result<()> {
+        let fire_json = fire
+            .map(|d| serde_json::to_string(&d.trigger))
+            .transpose()?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -547,8 +586,8 @@ impl Ledger {
                 last_fire.to_rfc3339_opts(SecondsFormat::Micros, true)
             ],
         )?;
-        if let Some(d) = fire {
-            insert_delivery(&tx, d)?;
+        if let (Some(d), Some(json)) = (fire, &fire_json) {
+            insert_delivery(&tx, d, json)?;
         }
         for d in decisions {
             insert_decision(&tx, d)?;
@@ -561,7 +600,10 @@ impl Ledger {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ?1"))?;
-        Ok(stmt.query_row([run_id], row).optional()?)
+        let raw = stmt.query_row([run_id], row).optional()?;
+        drop(stmt);
+        drop(conn);
+        raw.map(RawRun::parse).transpose()
     }
 
     /// Whether a run was started in the foreground (`kai run`), where nobody waits for a retry.
@@ -587,7 +629,9 @@ impl Ledger {
         let rows = stmt
             .query_map([except_owner], row)?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        drop(stmt);
+        drop(conn);
+        rows.into_iter().map(RawRun::parse).collect()
     }
 
     /// How many runs are in each phase, for status displays and tests.
@@ -601,13 +645,17 @@ impl Ledger {
 }
 
 /// What the guardrails need to know about `module` and `entity`, read on `conn`.
+/// `budget_day`: the start of the day whose spending counts, for a module with a budget (the
+/// sum is skipped for the others: it grows with the day's runs).
 fn facts_on(
     conn: &Connection,
     module: &str,
     entity: &str,
-    day_start: DateTime<Utc>,
+    budget_day: Option<DateTime<Utc>>,
 ) -> Result<Facts> {
-    let day = day_start.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let day = budget_day
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Micros, true))
+        .unwrap_or_default();
     let (off_reason, waived): (Option<String>, Option<String>) = conn
         .query_row(
             "SELECT off_reason, budget_waived FROM switches WHERE module = ?1",
@@ -616,11 +664,14 @@ fn facts_on(
         )
         .optional()?
         .unwrap_or((None, None));
-    let spent: f64 = conn.query_row(
-        "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE module = ?1 AND finished_at >= ?2",
-        params![module, day],
-        |r| r.get(0),
-    )?;
+    let spent: f64 = match budget_day {
+        Some(_) => conn.query_row(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE module = ?1 AND finished_at >= ?2",
+            params![module, day],
+            |r| r.get(0),
+        )?,
+        None => 0.0,
+    };
     let last: Option<String> = conn.query_row(
         "SELECT MAX(created_at) FROM runs WHERE module = ?1 AND entity = ?2",
         params![module, entity],
@@ -643,7 +694,10 @@ fn facts_on(
         queued: in_phase("'queued'")?,
         running: in_phase("'running', 'finishing'")?,
         active_runs: conn.query_row(
-            "SELECT COUNT(*) FROM runs WHERE module = ?1 AND phase IN ('queued', 'running', 'finishing')",
+            // Capped: only "at the concurrency limit or not" matters (at most 64), and a long
+            // backlog must not make every dispatch slower.
+            "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE module = ?1
+             AND phase IN ('queued', 'running', 'finishing') LIMIT 64)",
             [module],
             |r| r.get(0),
         )?,
@@ -657,19 +711,26 @@ pub struct Dispatch<'a> {
 }
 
 impl Dispatch<'_> {
-    pub fn facts(&self, module: &str, entity: &str, day_start: DateTime<Utc>) -> Result<Facts> {
-        facts_on(&self.tx, module, entity, day_start)
+    pub fn facts(
+        &self,
+        module: &str,
+        entity: &str,
+        budget_day: Option<DateTime<Utc>>,
+    ) -> Result<Facts> {
+        facts_on(&self.tx, module, entity, budget_day)
     }
 
-    pub fn queue(&self, run: &NewRun) -> Result<()> {
+    /// Queues `run`, whose trigger is delivery `seq`'s: it is not copied (payloads can be
+    /// large), the run refers to it.
+    pub fn queue(&self, run: &NewRun, seq: i64) -> Result<()> {
         self.tx.execute(
-            "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, created_at)
+            "INSERT INTO runs (run_id, module, entity, delivery_seq, chat_id, phase, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
             params![
                 run.run_id,
                 run.module,
                 run.entity,
-                serde_json::to_string(&run.trigger)?,
+                seq,
                 run.chat_id,
                 self.now
             ],
@@ -719,14 +780,14 @@ pub struct NewDelivery {
 }
 
 /// Inserts into the inbox; 0 rows when the delivery id was seen before.
-fn insert_delivery(conn: &Connection, d: &NewDelivery) -> Result<usize> {
+fn insert_delivery(conn: &Connection, d: &NewDelivery, trigger_json: &str) -> Result<usize> {
     Ok(conn.execute(
         "INSERT INTO deliveries (source, delivery_id, trigger_json, module, entity, chat_id, run_id, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (source, delivery_id) DO NOTHING",
         params![
             d.source,
             d.delivery_id,
-            serde_json::to_string(&d.trigger)?,
+            trigger_json,
             d.module,
             d.entity,
             d.chat_id,
@@ -737,31 +798,65 @@ fn insert_delivery(conn: &Connection, d: &NewDelivery) -> Result<usize> {
 }
 
 const COLUMNS: &str =
-    "run_id, module, entity, trigger_json, chat_id, phase, attempt, owner, started_at, outcome_json, journal_path, pgid, pgid_start";
+    "run_id, module, entity,
+     COALESCE(trigger_json, (SELECT d.trigger_json FROM deliveries d WHERE d.seq = runs.delivery_seq)),
+     chat_id, phase, attempt, owner, started_at, outcome_json, journal_path, pgid, pgid_start";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
-    let json_err = |i, e: serde_json::Error| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    };
-    let trigger: String = r.get(3)?;
-    let outcome: Option<String> = r.get(9)?;
-    Ok(RunRow {
-        run_id: r.get(0)?,
-        module: r.get(1)?,
-        entity: r.get(2)?,
-        trigger: serde_json::from_str(&trigger).map_err(|e| json_err(3, e))?,
-        chat_id: r.get(4)?,
-        phase: Phase::parse(&r.get::<_, String>(5)?),
-        attempt: r.get(6)?,
-        owner: r.get(7)?,
-        started_at: parse_time(r.get(8)?),
-        outcome: outcome
+/// A run's row as read, its JSON still text: parsing happens after the lock is released.
+struct RawRun {
+    row: RunRow,
+    trigger: String,
+    outcome: Option<String>,
+}
+
+impl RawRun {
+    fn parse(mut self) -> Result<RunRow> {
+        self.row.trigger = serde_json::from_str(&self.trigger).with_context(|| {
+            format!(
+                "run {}: its trigger in the ledger is not valid",
+                self.row.run_id
+            )
+        })?;
+        self.row.outcome = self
+            .outcome
             .map(|o| serde_json::from_str(&o))
             .transpose()
-            .map_err(|e| json_err(9, e))?,
-        journal_path: r.get(10)?,
-        pgid: r.get(11)?,
-        pgid_start: r.get::<_, Option<i64>>(12)?.map(|s| s as u64),
+            .with_context(|| {
+                format!(
+                    "run {}: its outcome in the ledger is not valid",
+                    self.row.run_id
+                )
+            })?;
+        Ok(self.row)
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
+    Ok(RawRun {
+        trigger: r.get(3)?,
+        outcome: r.get(9)?,
+        row: RunRow {
+            run_id: r.get(0)?,
+            module: r.get(1)?,
+            entity: r.get(2)?,
+            trigger: Trigger {
+                kind: kai_sdk::TriggerType::Invoke,
+                source: None,
+                event: None,
+                action: None,
+                delivery_id: None,
+                payload: Value::Null,
+            },
+            chat_id: r.get(4)?,
+            phase: Phase::parse(&r.get::<_, String>(5)?),
+            attempt: r.get(6)?,
+            owner: r.get(7)?,
+            started_at: parse_time(r.get(8)?),
+            outcome: None,
+            journal_path: r.get(10)?,
+            pgid: r.get(11)?,
+            pgid_start: r.get::<_, Option<i64>>(12)?.map(|s| s as u64),
+        },
     })
 }
 

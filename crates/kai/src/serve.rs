@@ -42,6 +42,9 @@ async fn serve(mut config: Config) -> Result<()> {
     }
     let engine = Engine::open(config, Arc::new(ProcessRunner))?;
     engine.data.clean_tmp()?;
+    engine
+        .ledger
+        .checkpoint_in_background(&engine.data.ledger_file())?;
     let api_options = crate::api::ApiOptions::from_env()?;
     let tokens = crate::api::ApiTokens::open(engine.data.root(), engine.config.api_token.as_ref())?;
     if let Some(path) = &tokens.created_admin {

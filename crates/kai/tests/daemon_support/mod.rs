@@ -770,7 +770,9 @@ impl Kaid {
         let mut stmt = conn
             .prepare(
                 "SELECT run_id, module, entity, phase, status, attempt,
-                        json_extract(trigger_json, '$.delivery_id')
+                        json_extract(COALESCE(trigger_json,
+                            (SELECT d.trigger_json FROM deliveries d WHERE d.seq = runs.delivery_seq)),
+                            '$.delivery_id')
                  FROM runs ORDER BY created_at, rowid",
             )
             .unwrap();
