@@ -143,9 +143,10 @@ impl Daemon {
     /// The dispatcher and the queue, until shutdown.
     pub async fn pump(self: Arc<Self>) {
         loop {
-            if let Err(e) = off_runtime(|| self.dispatch_inbox()) {
+            let more = off_runtime(|| self.dispatch_inbox()).unwrap_or_else(|e| {
                 warn!("dispatch failed, will retry: {e:#}");
-            }
+                false
+            });
             if let Err(e) = off_runtime(|| self.start_runs()) {
                 warn!("starting runs failed, will retry: {e:#}");
             }
@@ -154,6 +155,14 @@ impl Daemon {
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
+            if more {
+                // The inbox is not empty: go round again, but let other tasks in first.
+                tokio::task::yield_now().await;
+                if self.shutdown.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
@@ -162,19 +171,24 @@ impl Daemon {
         }
     }
 
-    /// Turns every waiting delivery into runs and decisions.
-    fn dispatch_inbox(&self) -> Result<()> {
-        loop {
-            // Small batches: one transaction each, so that webhook intake, which needs the
-            // write lock too, never waits long behind the dispatcher.
-            let batch = self.engine.ledger.undispatched(8)?;
+    /// Turns waiting deliveries into runs and decisions: a few batches at a time, so that under
+    /// a steady stream the queue still gets to start runs. Returns whether some are left.
+    fn dispatch_inbox(&self) -> Result<bool> {
+        for _ in 0..8 {
+            // One transaction per batch, ended early whenever another writer waits.
+            let batch = self.engine.ledger.undispatched(32)?;
             if batch.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             let registry = self.registry();
             let notes = self.engine.ledger.dispatch(|tx| {
                 let mut notes = Vec::new();
-                for delivery in &batch {
+                for (n, delivery) in batch.iter().enumerate() {
+                    // Commit what is done and let the waiting writer (a webhook being
+                    // acknowledged, a run finishing) in; the rest is picked up next round.
+                    if n > 0 && self.engine.ledger.contended() {
+                        break;
+                    }
                     let (runs, decisions, note) = self.plan(tx, &registry, delivery)?;
                     for run in &runs {
                         tx.queue(run, delivery.seq)?;
@@ -192,6 +206,7 @@ impl Daemon {
                 self.engine.notifier().send(Note { module: None, text });
             }
         }
+        Ok(true)
     }
 
     /// What one delivery becomes: runs to queue, decisions to log, and an announcement when no
@@ -389,6 +404,7 @@ impl Daemon {
                     Ok(RunEnd::Retrying { attempt, not_before }) => {
                         info!(run = %row.run_id, module = %row.module, attempt, %not_before, "run will be retried")
                     }
+                    Ok(RunEnd::NotStartable) => debug!(run = %row.run_id, "run already taken or not due"),
                     Err(e) => warn!(run = %row.run_id, "run failed in kai: {e:#}"),
                 }
                 daemon.release(&key);

@@ -58,6 +58,9 @@ pub struct Invocation {
 pub enum RunEnd {
     /// The run is over and journaled.
     Finished(Finished),
+    /// The run was no longer startable when its turn came (another start took it, or it
+    /// waits for a back-off): nothing was done.
+    NotStartable,
     /// The module asked for another attempt; the run waits in the queue until then.
     Retrying {
         attempt: u32,
@@ -284,7 +287,9 @@ impl Engine {
         let attempt = self.ledger.insert_running(&run, &self.owner.id)?;
         match self.execute(module, &run, attempt, cancel).await? {
             RunEnd::Finished(f) => Ok(f),
-            RunEnd::Retrying { .. } => unreachable!("foreground runs are never retried"),
+            RunEnd::Retrying { .. } | RunEnd::NotStartable => {
+                unreachable!("foreground runs are never retried nor queued")
+            }
         }
     }
 
@@ -295,7 +300,9 @@ impl Engine {
         row: &RunRow,
         cancel: CancellationToken,
     ) -> Result<RunEnd> {
-        let attempt = off_runtime(|| self.ledger.start(&row.run_id, &self.owner.id))?;
+        let Some(attempt) = off_runtime(|| self.ledger.start(&row.run_id, &self.owner.id))? else {
+            return Ok(RunEnd::NotStartable);
+        };
         let run = NewRun {
             run_id: row.run_id.clone(),
             module: row.module.clone(),
@@ -308,8 +315,10 @@ impl Engine {
 
     /// Ends a queued run without starting its module (the module is gone), journaled as an
     /// error that says why.
-    pub fn abandon(&self, row: &RunRow, reason: String) -> Result<Finished> {
-        let attempt = self.ledger.start(&row.run_id, &self.owner.id)?;
+    pub fn abandon(&self, row: &RunRow, reason: String) -> Result<Option<Finished>> {
+        let Some(attempt) = self.ledger.start(&row.run_id, &self.owner.id)? else {
+            return Ok(None);
+        };
         let run = NewRun {
             run_id: row.run_id.clone(),
             module: row.module.clone(),
@@ -319,7 +328,7 @@ impl Engine {
         };
         let outcome = Outcome::failure(JournalStatus::Error, reason, "");
         let finish = self.finish_for(&run, attempt, outcome, 0.0);
-        self.finish(&row.run_id, finish)
+        self.finish(&row.run_id, finish).map(Some)
     }
 
     /// Executes a run the ledger already holds as running under this owner.

@@ -175,6 +175,9 @@ pub struct NewRun {
 
 pub struct Ledger {
     conn: Mutex<Connection>,
+    /// How many threads wait for `conn`: the dispatcher ends its transaction early when anyone
+    /// does, so that a webhook's acknowledgement never waits for a whole batch.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A trigger accepted into the inbox, waiting to be dispatched.
@@ -223,6 +226,7 @@ impl Ledger {
             .context("cannot create the run ledger's tables")?;
         Ok(Ledger {
             conn: Mutex::new(conn),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -243,9 +247,22 @@ impl Ledger {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn
+        use std::sync::atomic::Ordering;
+        if let Ok(guard) = self.conn.try_lock() {
+            return guard;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let guard = self
+            .conn
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// Whether another thread waits for the ledger right now.
+    pub fn contended(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// Records a run that starts at once, in the foreground (`kai run`): it is never queued,
@@ -261,18 +278,21 @@ impl Ledger {
     }
 
     /// Moves a queued run to running under `owner`; returns its attempt number.
-    pub fn start(&self, run_id: &str, owner: &str) -> Result<u32> {
-        let conn = self.conn();
-        let attempt: u32 = conn
+    /// `None` when the run is not (or no longer, or not yet) startable: another start took it,
+    /// or it waits for a retry's back-off. The update is the only arbiter, so a run never
+    /// starts twice.
+    pub fn start(&self, run_id: &str, owner: &str) -> Result<Option<u32>> {
+        let now = now_text();
+        Ok(self
+            .conn()
             .query_row(
                 "UPDATE runs SET phase = 'running', attempt = attempt + 1, owner = ?2, started_at = ?3
-                 WHERE run_id = ?1 AND phase = 'queued' RETURNING attempt",
-                params![run_id, owner, now_text()],
+                 WHERE run_id = ?1 AND phase = 'queued' AND (not_before IS NULL OR not_before <= ?3)
+                 RETURNING attempt",
+                params![run_id, owner, now],
                 |r| r.get(0),
             )
-            .optional()?
-            .with_context(|| format!("run {run_id} is not queued"))?;
-        Ok(attempt)
+            .optional()?)
     }
 
     /// Records a running run's outcome and picks its journal file name: a `candidate(n)`,

@@ -176,19 +176,6 @@ async fn run_process(mut spec: ProcessSpec, cancel: CancellationToken) -> Proces
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let parent = std::process::id() as i32;
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-    // functions. PDEATHSIG kills the module if kai dies; the getppid check closes the race
-    // where kai died before prctl took effect.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::getppid() != parent {
-                libc::_exit(137);
-            }
-            Ok(())
-        });
-    }
     let spawned = {
         let mut live = live_children();
         let spawned = cmd.spawn();
