@@ -822,6 +822,18 @@ const COLUMNS: &str =
      COALESCE(trigger_json, (SELECT d.trigger_json FROM deliveries d WHERE d.seq = runs.delivery_seq)),
      chat_id, phase, attempt, owner, started_at, outcome_json, journal_path, pgid, pgid_start";
 
+/// Stands in for a trigger read as text and not parsed yet.
+fn unparsed_trigger() -> Trigger {
+    Trigger {
+        kind: kai_sdk::TriggerType::Invoke,
+        source: None,
+        event: None,
+        action: None,
+        delivery_id: None,
+        payload: Value::Null,
+    }
+}
+
 /// A run's row as read, its JSON still text: parsing happens after the lock is released.
 struct RawRun {
     row: RunRow,
@@ -859,14 +871,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
             run_id: r.get(0)?,
             module: r.get(1)?,
             entity: r.get(2)?,
-            trigger: Trigger {
-                kind: kai_sdk::TriggerType::Invoke,
-                source: None,
-                event: None,
-                action: None,
-                delivery_id: None,
-                payload: Value::Null,
-            },
+            trigger: unparsed_trigger(),
             chat_id: r.get(4)?,
             phase: Phase::parse(&r.get::<_, String>(5)?),
             attempt: r.get(6)?,
