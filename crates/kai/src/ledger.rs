@@ -440,14 +440,7 @@ impl Ledger {
                     Delivery {
                         seq: r.get(0)?,
                         source: r.get(1)?,
-                        trigger: Trigger {
-                            kind: kai_sdk::TriggerType::Invoke,
-                            source: None,
-                            event: None,
-                            action: None,
-                            delivery_id: None,
-                            payload: Value::Null,
-                        },
+                        trigger: unparsed_trigger(),
                         module: r.get(3)?,
                         entity: r.get(4)?,
                         chat_id: r.get(5)?,
