@@ -423,9 +423,14 @@ async fn progress(call: &Call, run_id: &str, delivery_id: &str) -> Result<Progre
         {
             return Ok(Progress::Waiting);
         }
+        // Dispatched meanwhile: the run may exist now (a `concurrency` decision is logged for
+        // a run that waits, and it still runs).
+        if let Some(row) = engine.ledger.get(&run_id)? {
+            return Ok(Progress::Run(Box::new(row)));
+        }
         Ok(match engine.ledger.decision_for_delivery(&delivery_id)? {
-            Some(d) => Progress::Declined(d),
-            None => Progress::Waiting,
+            Some(d) if d.reason != "concurrency" => Progress::Declined(d),
+            _ => Progress::Waiting,
         })
     })
     .await
