@@ -179,6 +179,9 @@ pub struct Config {
     pub github_login: Option<String>,
     pub log: String,
     pub sources: BTreeMap<String, SourceConfig>,
+    /// The chat token, once `kai serve` has set it up: not a setting, kept here so that it is
+    /// redacted like every other secret.
+    pub chat_token: Option<Secret>,
 }
 
 impl Config {
@@ -237,6 +240,7 @@ impl Config {
             github_login: pick(&args.github_login, &file.github_login).filter(|l| !l.is_empty()),
             log: pick(&args.log, &file.log).unwrap_or_else(|| "info".into()),
             sources: check_sources(file.sources)?,
+            chat_token: None,
             data_dir,
         })
     }
@@ -261,6 +265,7 @@ impl Config {
             &self.github_webhook_secret,
             &self.telegram_token,
             &self.github_token,
+            &self.chat_token,
         ]
         .into_iter()
         .chain(sources)

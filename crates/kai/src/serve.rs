@@ -40,7 +40,7 @@ async fn serve(mut config: Config) -> Result<()> {
         // the system picked, not `:0`.
         config.http_addr = bound.to_string();
     }
-    let engine = Engine::open(config, Arc::new(ProcessRunner))?;
+    let mut engine = Engine::open(config, Arc::new(ProcessRunner))?;
     engine.data.clean_tmp()?;
     engine
         .ledger
@@ -50,6 +50,10 @@ async fn serve(mut config: Config) -> Result<()> {
     if let Some(path) = &tokens.created_admin {
         show_new_token(path, tokens.tokens.admin().expose());
     }
+    // Generated tokens are secrets like configured ones: whatever a module prints is scrubbed
+    // of them too.
+    engine.config.api_token = Some(tokens.tokens.admin().clone());
+    engine.config.chat_token = Some(tokens.tokens.chat().clone());
     if let Some(path) = &tokens.created_chat {
         info!(
             "a chat token for the Claude process was stored in {}",
