@@ -174,6 +174,21 @@ pub fn file_timestamp(name: &str) -> Option<&str> {
     ok.then_some(stamp)
 }
 
+/// Whether a journal file name can belong to an entity with this slug: `<stamp>_<slug>.json`
+/// or `<stamp>_<slug>_<n>.json`. (Slugs are lossy: read the file to be sure.)
+pub fn name_has_slug(name: &str, slug: &str) -> bool {
+    let Some(rest) = name.get(20..).and_then(|r| r.strip_suffix(".json")) else {
+        return false;
+    };
+    match rest.strip_prefix(slug) {
+        Some("") => true,
+        Some(tail) => tail
+            .strip_prefix('_')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
+}
+
 /// A timestamp in the same form as [`file_timestamp`] gives, for comparisons by name.
 pub fn stamp_of(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)[..19].to_owned()

@@ -303,13 +303,7 @@ impl Engine {
         let Some(attempt) = off_runtime(|| self.ledger.start(&row.run_id, &self.owner.id))? else {
             return Ok(RunEnd::NotStartable);
         };
-        let run = NewRun {
-            run_id: row.run_id.clone(),
-            module: row.module.clone(),
-            entity: row.entity.clone(),
-            trigger: row.trigger.clone(),
-            chat_id: row.chat_id,
-        };
+        let run = row.as_new_run();
         self.execute(module, &run, attempt, cancel).await
     }
 
@@ -319,13 +313,7 @@ impl Engine {
         let Some(attempt) = self.ledger.start(&row.run_id, &self.owner.id)? else {
             return Ok(None);
         };
-        let run = NewRun {
-            run_id: row.run_id.clone(),
-            module: row.module.clone(),
-            entity: row.entity.clone(),
-            trigger: row.trigger.clone(),
-            chat_id: row.chat_id,
-        };
+        let run = row.as_new_run();
         let outcome = Outcome::failure(JournalStatus::Error, reason, "");
         let finish = self.finish_for(&run, attempt, outcome, 0.0);
         self.finish(&row.run_id, finish).map(Some)
@@ -674,13 +662,7 @@ impl Engine {
         let since = row.started_at.unwrap_or_else(Utc::now);
         let reason = "interrupted: kai stopped while the run was in flight".to_string();
         let outcome = Outcome::failure(JournalStatus::Interrupted, reason, "");
-        let run = NewRun {
-            run_id: row.run_id.clone(),
-            module: row.module.clone(),
-            entity: row.entity.clone(),
-            trigger: row.trigger.clone(),
-            chat_id: row.chat_id,
-        };
+        let run = row.as_new_run();
         let duration = (Utc::now() - since).num_milliseconds().max(0) as f64 / 1000.0;
         let finish = self.finish_for(&run, row.attempt, outcome, duration);
         self.finish(&row.run_id, finish).map(Recovered::Finished)

@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use kai_core::journal::{entity_slug, file_timestamp, stamp_of};
+use kai_core::journal::{entity_slug, file_timestamp, name_has_slug, stamp_of};
 use kai_core::{JournalEntry, JournalStatus};
 
 use crate::data_dir::DataDir;
@@ -35,21 +35,6 @@ pub struct Listing {
     pub entries: Vec<Listed>,
     /// Files that could not be read or parsed.
     pub warnings: Vec<String>,
-}
-
-/// Whether a file name can belong to an entity with this slug: `<stamp>_<slug>.json` or
-/// `<stamp>_<slug>_<n>.json`.
-fn name_has_slug(name: &str, slug: &str) -> bool {
-    let Some(rest) = name.get(20..).and_then(|r| r.strip_suffix(".json")) else {
-        return false;
-    };
-    match rest.strip_prefix(slug) {
-        Some("") => true,
-        Some(tail) => tail
-            .strip_prefix('_')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-        None => false,
-    }
 }
 
 /// Lists the journal of `modules` (every module directory when empty), newest first.

@@ -145,6 +145,19 @@ pub struct RunRow {
     pub pgid_start: Option<u64>,
 }
 
+impl RunRow {
+    /// The run as the engine executes it.
+    pub fn as_new_run(&self) -> NewRun {
+        NewRun {
+            run_id: self.run_id.clone(),
+            module: self.module.clone(),
+            entity: self.entity.clone(),
+            trigger: self.trigger.clone(),
+            chat_id: self.chat_id,
+        }
+    }
+}
+
 /// Everything a finishing run still has to write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finish {

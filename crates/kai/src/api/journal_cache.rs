@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use kai_core::journal::{entity_slug, file_timestamp, stamp_of};
+use kai_core::journal::{entity_slug, file_timestamp, name_has_slug, stamp_of};
 use kai_core::JournalEntry;
 
 use crate::data_dir::DataDir;
@@ -177,21 +177,6 @@ impl Default for JournalCache {
             inotify: Inotify::new(),
             settled: SETTLED,
         }
-    }
-}
-
-/// Whether a file name belongs to an entity with this slug: `<stamp>_<slug>.json` or
-/// `<stamp>_<slug>_<n>.json` (as `crate::journal` matches it).
-fn name_has_slug(name: &str, slug: &str) -> bool {
-    let Some(rest) = name.get(20..).and_then(|r| r.strip_suffix(".json")) else {
-        return false;
-    };
-    match rest.strip_prefix(slug) {
-        Some("") => true,
-        Some(tail) => tail
-            .strip_prefix('_')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-        None => false,
     }
 }
 
