@@ -499,6 +499,7 @@ impl LedgerWrites {
                 entry: sample_entry(self.next, timestamp, &run.entity),
                 state: None,
                 checkpoint: None,
+                notes: Vec::new(),
             };
             let events = &self.events;
             let start = Instant::now();

@@ -18,16 +18,19 @@ pub enum JournalStatus {
     Skipped,
     Timeout,
     Interrupted,
+    /// A question closed unanswered at its expiry, with no default to go on with.
+    Expired,
 }
 
 impl JournalStatus {
-    pub const ALL: [JournalStatus; 6] = [
+    pub const ALL: [JournalStatus; 7] = [
         JournalStatus::Done,
         JournalStatus::Paused,
         JournalStatus::Error,
         JournalStatus::Skipped,
         JournalStatus::Timeout,
         JournalStatus::Interrupted,
+        JournalStatus::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl JournalStatus {
             JournalStatus::Skipped => "skipped",
             JournalStatus::Timeout => "timeout",
             JournalStatus::Interrupted => "interrupted",
+            JournalStatus::Expired => "expired",
         }
     }
 
@@ -58,7 +62,7 @@ impl std::str::FromStr for JournalStatus {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown status `{s}`: one of done, paused, error, skipped, timeout, interrupted")
+                format!("unknown status `{s}`: one of done, paused, error, skipped, timeout, interrupted, expired")
             })
     }
 }

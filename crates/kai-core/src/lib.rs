@@ -10,9 +10,11 @@ pub mod journal;
 pub mod manifest;
 pub mod name;
 pub mod outcome;
+pub mod question;
 pub mod registry;
 pub mod schedule;
 pub mod template;
+pub mod text;
 
 pub use duration::Duration;
 pub use journal::{JournalEntry, JournalStatus};

@@ -64,6 +64,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open questions, across modules, oldest first
+    Pending {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer a paused run's question: the first answer resumes the run
+    Answer {
+        run_id: String,
+        /// The answer (several words are joined with spaces)
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Check the setup: claude found, tokens set, Telegram reachable, data dir writable,
+    /// manifests valid
+    Doctor,
     /// Run a built-in module's program (kai starts these itself)
     #[command(hide = true)]
     Builtin { name: String },
@@ -170,6 +185,9 @@ pub fn main() -> i32 {
             module,
             json,
         } => replay(config, &run_id, module.as_deref(), json),
+        Command::Pending { json } => pending(config, json),
+        Command::Answer { run_id, text } => answer(config, &run_id, &text.join(" ")),
+        Command::Doctor => crate::doctor::doctor(&config),
         Command::Builtin { .. } => unreachable!("handled above"),
     };
     match result {
@@ -729,5 +747,80 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()
         );
         assert!(parse_since("yesterday", now).is_err());
+    }
+}
+
+fn pending(config: Config, json: bool) -> Result<i32> {
+    let data = open_data(&config)?;
+    let ledger = Ledger::open(&data.ledger_file())?;
+    let open = ledger.open_questions(None)?;
+    let now = Utc::now();
+    if json {
+        let list: Vec<Value> = open
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "run_id": q.run_id,
+                    "module": q.module,
+                    "entity": q.entity,
+                    "question": q.question,
+                    "asked_at": q.timeline.asked_at,
+                    "expires_at": q.timeline.expires_at,
+                    "file": data.pending_dir(&q.module).join(format!("{}.json", q.run_id)),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    if open.is_empty() {
+        println!("no open questions");
+    }
+    for q in &open {
+        let left = kai_core::question::human_span((q.timeline.expires_at - now).num_seconds());
+        println!(
+            "{}  {}  {}  (expires in {left})",
+            q.run_id, q.module, q.entity
+        );
+        println!("    {}", q.question.text);
+        if !q.question.options.is_empty() {
+            println!("    options: {}", q.question.options.join(" / "));
+        }
+    }
+    Ok(0)
+}
+
+fn answer(config: Config, run_id: &str, text: &str) -> Result<i32> {
+    use crate::ledger::{Answer, Answered};
+    let text = text.trim();
+    if text.is_empty() {
+        bail!("an answer needs some text");
+    }
+    let engine = Engine::open(config, Arc::new(ProcessRunner))?;
+    let by = std::env::var("USER")
+        .map(|u| format!("cli ({u})"))
+        .unwrap_or_else(|_| "cli".into());
+    let a = Answer {
+        text: text.to_owned(),
+        by,
+        at: Utc::now(),
+        via: "cli".into(),
+    };
+    match crate::questions::answer(&engine, run_id, a, |_, _| Ok(()))? {
+        Answered::Accepted(q) => {
+            println!(
+                "answered: {} resumes with \"{text}\" (kai serve starts the run)",
+                q.module
+            );
+            Ok(0)
+        }
+        Answered::Already(q) => {
+            eprintln!("kai: {}", crate::questions::already_text(&q));
+            Ok(1)
+        }
+        Answered::Unknown => {
+            eprintln!("kai: there is no question of run {run_id} (`kai pending` lists them)");
+            Ok(2)
+        }
     }
 }

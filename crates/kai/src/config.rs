@@ -81,6 +81,14 @@ pub struct SettingsArgs {
     /// Comma list of Telegram user ids allowed to talk to the bot; the first is the owner
     #[arg(long, env = "KAI_ALLOWED_USERS", global = true, value_name = "IDS")]
     pub allowed_users: Option<String>,
+    /// Least time between two messages to one Telegram chat [default: 1s]
+    #[arg(
+        long,
+        env = "KAI_TELEGRAM_PACING",
+        global = true,
+        value_name = "DURATION"
+    )]
+    pub telegram_pacing: Option<String>,
     /// Chat id where modules post [default: the owner's private chat]
     #[arg(long, env = "KAI_NOTIFY_CHAT", global = true, value_name = "CHAT_ID")]
     pub notify_chat: Option<String>,
@@ -128,6 +136,8 @@ struct FileSettings {
     allowed_users: Option<toml::Value>,
     #[serde(alias = "KAI_NOTIFY_CHAT")]
     notify_chat: Option<toml::Value>,
+    #[serde(alias = "KAI_TELEGRAM_PACING")]
+    telegram_pacing: Option<String>,
     #[serde(alias = "KAI_CLAUDE_BIN")]
     claude_bin: Option<String>,
     #[serde(alias = "KAI_GITHUB_TOKEN")]
@@ -172,6 +182,8 @@ pub struct Config {
     pub telegram_api_url: String,
     pub allowed_users: Vec<i64>,
     pub notify_chat: Option<i64>,
+    /// Least time between two messages to one chat (Telegram asks for about one a second).
+    pub telegram_pacing: std::time::Duration,
     pub claude_bin: String,
     pub github_token: Option<Secret>,
     pub github_api_url: String,
@@ -232,6 +244,13 @@ impl Config {
                 .unwrap_or_else(|| "https://api.telegram.org".into()),
             allowed_users,
             notify_chat,
+            telegram_pacing: match pick(&args.telegram_pacing, &file.telegram_pacing) {
+                Some(text) => text
+                    .parse::<kai_core::Duration>()
+                    .map_err(|e| anyhow::anyhow!("KAI_TELEGRAM_PACING: {e}"))?
+                    .std(),
+                None => std::time::Duration::from_secs(1),
+            },
             claude_bin: pick(&args.claude_bin, &file.claude_bin).unwrap_or_else(|| "claude".into()),
             github_token: secret(&args.github_token, &file.github_token),
             github_api_url: pick(&args.github_api_url, &file.github_api_url)

@@ -5,7 +5,7 @@
 //! Data flows one way: an adapter (HTTP, scheduler, later Telegram and the API) accepts a
 //! trigger into the durable inbox and wakes the dispatcher; the dispatcher asks the registry
 //! and the guardrails and queues runs in the ledger; the queue starts them; the engine
-//! journals them; the notifier announces them.
+//! journals them; what the owner is told goes through the durable outbox.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,9 +25,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::engine::{day_start, new_run_id, off_runtime, Engine, RunEnd};
+use crate::ledger::OutMessage;
 use crate::ledger::{Decision, Delivery, Dispatch, NewDelivery, NewRun};
 use crate::modules::load_registry;
-use crate::notify::Note;
 
 /// Runs in flight, for the limits.
 #[derive(Default)]
@@ -182,7 +182,7 @@ impl Daemon {
             }
             let registry = self.registry();
             let notes = self.engine.ledger.dispatch(|tx| {
-                let mut notes = Vec::new();
+                let mut told = false;
                 for (n, delivery) in batch.iter().enumerate() {
                     // Commit what is done and let the waiting writer (a webhook being
                     // acknowledged, a run finishing) in; the rest is picked up next round.
@@ -197,13 +197,16 @@ impl Daemon {
                         debug!(module = ?d.module, reason = %d.reason, "{}", d.detail);
                         tx.decide(d)?;
                     }
+                    if let Some(text) = note {
+                        tx.enqueue(&OutMessage::to_chat(None, None, text))?;
+                        told = true;
+                    }
                     tx.done(delivery.seq)?;
-                    notes.extend(note);
                 }
-                Ok(notes)
+                Ok(told)
             })?;
-            for text in notes {
-                self.engine.notifier().send(Note { module: None, text });
+            if notes {
+                self.engine.outbox_wake.notify_one();
             }
         }
         Ok(true)
@@ -231,7 +234,13 @@ impl Daemon {
             // Two runs for one entity planned from one delivery cannot happen (one run per
             // module), and earlier deliveries of the batch are already in `tx`, so the facts
             // are the whole truth here.
-            match admit(&module.manifest, &facts, now) {
+            // A resume carries on a run the guardrails admitted already: it only waits for a
+            // free slot (concurrency) and its entity's turn.
+            let admission = match t.kind {
+                TriggerType::Resume => Admission::Run,
+                _ => admit(&module.manifest, &facts, now),
+            };
+            match admission {
                 Admission::Run => {
                     let run_id = d.run_id.clone().unwrap_or_else(new_run_id);
                     let limit = module.manifest.concurrency.0;
@@ -425,6 +434,20 @@ impl Daemon {
     fn running_count(&self, module: &str) -> u32 {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.per_module.get(module).copied().unwrap_or(0)
+    }
+
+    /// Reminds of questions and expires them, every `tick`, until shutdown.
+    pub async fn watch_questions(self: Arc<Self>, tick: Duration) {
+        loop {
+            if let Err(e) = crate::questions::sweep(&self.engine, Utc::now()) {
+                warn!("cannot check questions' expiry, will retry: {e:#}");
+            }
+            self.wake();
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// Re-reads the manifests when any of them changed, every `every`, until shutdown.

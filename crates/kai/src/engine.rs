@@ -34,9 +34,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::crash;
 use crate::data_dir::DataDir;
+use crate::ledger::OutMessage;
 use crate::ledger::{Finish, Ledger, NewRun, Phase, RunRow};
-use crate::notify::{LogNotifier, Note, Notifier};
 use crate::runner::{kill_orphaned_group, process_start, ModuleRunner, ProcessSpec};
+use kai_core::manifest::Notify;
+use kai_core::question::{ask_text, button_data, timeline, Timeline};
+use kai_sdk::TriggerType;
 
 /// Host variables every module gets, when kai has them, besides the `KAI_*` ones.
 const BASE_ENV: [&str; 8] = [
@@ -148,7 +151,8 @@ pub struct Engine {
     pub ledger: Ledger,
     pub config: Config,
     runner: Arc<dyn ModuleRunner>,
-    notifier: Arc<dyn Notifier>,
+    /// Woken when messages were put in the outbox, so that they go out at once.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     owner: Owner,
     kai_exe: PathBuf,
     retry_base: std::time::Duration,
@@ -248,7 +252,7 @@ impl Engine {
             ledger,
             config,
             runner,
-            notifier: Arc::new(LogNotifier),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
             owner,
             kai_exe,
             retry_base,
@@ -256,14 +260,11 @@ impl Engine {
         })
     }
 
-    /// Sends notes through `notifier` instead of the log.
-    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
-        self.notifier = notifier;
-        self
-    }
-
-    pub fn notifier(&self) -> &Arc<dyn Notifier> {
-        &self.notifier
+    /// Puts messages in the outbox and wakes whoever sends them.
+    pub fn tell(&self, messages: &[OutMessage]) -> Result<()> {
+        off_runtime(|| self.ledger.enqueue(messages))?;
+        self.outbox_wake.notify_one();
+        Ok(())
     }
 
     pub fn owner_id(&self) -> &str {
@@ -315,8 +316,64 @@ impl Engine {
         };
         let run = row.as_new_run();
         let outcome = Outcome::failure(JournalStatus::Error, reason, "");
-        let finish = self.finish_for(&run, attempt, outcome, 0.0);
+        let mut finish = self.finish_for(&run, attempt, outcome, 0.0);
+        finish.notes.extend(self.notes_for(None, &finish.entry));
         self.finish(&row.run_id, finish).map(Some)
+    }
+
+    /// Closes a question that expired with no default to go on with: a run of its own, with
+    /// no process, journaled `expired` under the question's entity, and said in the topic.
+    /// `None` when the question was closed meanwhile (answered at the last moment).
+    pub fn close_expired(&self, q: &crate::ledger::Asked) -> Result<Option<Finished>> {
+        let delivery_id = format!("expire-{}", q.run_id);
+        let run = NewRun {
+            run_id: new_run_id(),
+            module: q.module.clone(),
+            entity: q.entity.clone(),
+            trigger: Trigger {
+                kind: TriggerType::Resume,
+                source: Some("kai".into()),
+                event: Some("expired".into()),
+                action: None,
+                delivery_id: Some(delivery_id),
+                payload: json!({ "run_id": q.run_id, "question": q.question }),
+            },
+            chat_id: q.chat_id,
+        };
+        let outcome = Outcome {
+            status: JournalStatus::Expired,
+            summary: format!("no answer in time, closed: {}", q.question.text),
+            details: json!({ "question_run_id": q.run_id }),
+            state: None,
+            question: None,
+            checkpoint: None,
+            retry: false,
+            error: None,
+            stderr_tail: None,
+        };
+        let mut finish = self.finish_for(&run, 1, outcome, 0.0);
+        finish.notes.push(OutMessage::to_module(
+            &q.module,
+            kai_core::question::expired_text(&q.entity, &q.question),
+        ));
+        let events = self.data.events_dir(&q.module);
+        let entry = finish.entry.clone();
+        let Some(path) =
+            self.ledger
+                .close_expired(&q.run_id, &run, &self.owner.id, &finish, |n| {
+                    events.join(entry.file_name(n))
+                })?
+        else {
+            return Ok(None);
+        };
+        self.write_files(&finish, Path::new(&path))?;
+        self.ledger.finished(&run.run_id)?;
+        self.outbox_wake.notify_one();
+        Ok(Some(Finished {
+            entry: finish.entry,
+            journal_path: PathBuf::from(path),
+            state: None,
+        }))
     }
 
     /// Executes a run the ledger already holds as running under this owner.
@@ -347,7 +404,12 @@ impl Engine {
                     chat_id: run.chat_id,
                     settings: Value::Object(module.manifest.settings.clone()),
                     state,
-                    resume: None,
+                    resume: match run.trigger.kind {
+                        TriggerType::Resume => {
+                            serde_json::from_value(run.trigger.payload.clone()).ok()
+                        }
+                        _ => None,
+                    },
                 };
                 let mut spec = self.process_spec(module, &ctx, &token)?;
                 let (spawned, pid) = tokio::sync::oneshot::channel();
@@ -385,52 +447,53 @@ impl Engine {
                 not_before,
             });
         }
-        let finish = self.finish_for(run, attempt, outcome, started.elapsed().as_secs_f64());
+        let mut finish = self.finish_for(run, attempt, outcome, started.elapsed().as_secs_f64());
         off_runtime(|| {
+            finish
+                .notes
+                .extend(self.notes_for(Some(module), &finish.entry));
             let finished = self.finish(&run.run_id, finish)?;
-            self.announce(module, &finished);
             Ok(RunEnd::Finished(finished))
         })
     }
 
-    /// Tells the owner about an outcome, as the module's `notify:` asks, and about a budget
-    /// this run used up.
-    fn announce(&self, module: &LoadedModule, f: &Finished) {
-        let e = &f.entry;
+    /// What to tell the owner about an outcome, as the module's `notify:` asks (`changes`
+    /// when the module is not at hand), and about a budget this run used up. A question's
+    /// message is made with the checkpoint, by `finish_for`.
+    pub fn notes_for(&self, module: Option<&LoadedModule>, e: &JournalEntry) -> Vec<OutMessage> {
+        let mut notes = Vec::new();
+        if e.status == JournalStatus::Paused {
+            return notes;
+        }
         let previous = self
             .ledger
             .previous_status(&e.module, &e.entity, &e.run_id)
             .ok()
             .flatten()
             .and_then(|s| s.parse().ok());
-        if announce_outcome(module.manifest.notify, e.status, previous) {
-            let text = match &e.question {
-                Some(q) => format!("{} asks: {}", e.entity, q.text),
-                None => format!("{} {}: {}", e.status, e.entity, e.summary),
-            };
-            self.notifier.send(Note {
-                module: Some(e.module.clone()),
-                text,
-            });
+        let notify = module.map(|m| m.manifest.notify).unwrap_or(Notify::Changes);
+        if announce_outcome(notify, e.status, previous) {
+            let text = format!("{} {}: {}", e.status, e.entity, e.summary);
+            notes.push(OutMessage::to_module(&e.module, text));
         }
-        if let Some(budget) = module.manifest.budget {
+        if let Some(budget) = module.and_then(|m| m.manifest.budget) {
             let cost = e.cost_usd();
-            let spent = self
+            // This run's cost is not in the ledger yet: it is recorded with the outcome.
+            let before = self
                 .ledger
                 .spent_since(&e.module, day_start(Utc::now()))
                 .unwrap_or(0.0);
+            let spent = before + cost;
             let limit = budget.usd_per_day.0;
-            if cost > 0.0 && spent >= limit && spent - cost < limit {
+            if cost > 0.0 && spent >= limit && before < limit {
                 let text = format!(
                     "budget reached: ${spent:.2} spent today of ${limit:.2}; no more runs until tomorrow (UTC) or `kai modules enable {}`",
                     e.module
                 );
-                self.notifier.send(Note {
-                    module: Some(e.module.clone()),
-                    text,
-                });
+                notes.push(OutMessage::to_module(&e.module, text));
             }
         }
+        notes
     }
 
     fn read_state(&self, module: &str) -> Result<Value, String> {
@@ -522,6 +585,7 @@ impl Engine {
 
     fn finish_for(&self, run: &NewRun, attempt: u32, o: Outcome, duration: f64) -> Finish {
         let now = Utc::now();
+        let mut notes = Vec::new();
         let checkpoint = (o.status == JournalStatus::Paused).then(|| {
             let question = o.question.clone().expect("a paused outcome has a question");
             let expires = question
@@ -529,18 +593,32 @@ impl Engine {
                 .as_deref()
                 .and_then(|e| e.parse().ok())
                 .unwrap_or(DEFAULT_QUESTION_EXPIRY);
-            let expires_at = now + chrono::Duration::seconds(expires.as_secs() as i64);
+            let t = timeline(now, expires.std());
+            notes.push(ask_note(run, &question, &t));
+            // A chain of questions keeps the trigger that started it.
+            let original = match run.trigger.kind {
+                TriggerType::Resume => run
+                    .trigger
+                    .payload
+                    .get("original_trigger")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                _ => serde_json::to_value(&run.trigger).unwrap_or(Value::Null),
+            };
+            let at =
+                |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             json!({
                 "run_id": run.run_id,
                 "module": run.module,
                 "entity": run.entity,
                 "chat_id": run.chat_id,
                 "question": question,
-                "asked_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "asked_at": at(t.asked_at),
+                "remind_at": at(t.remind_at),
+                "expires_at": at(t.expires_at),
                 "checkpoint": o.checkpoint.clone().unwrap_or(Value::Null),
                 "state": o.state,
-                "original_trigger": run.trigger,
+                "original_trigger": original,
                 "attempt": attempt,
             })
         });
@@ -565,6 +643,7 @@ impl Engine {
             },
             state: o.state,
             checkpoint,
+            notes,
         }
     }
 
@@ -579,6 +658,7 @@ impl Engine {
         self.write_files(&finish, Path::new(&path))?;
         crash::point("after-journal");
         self.ledger.finished(run_id)?;
+        self.outbox_wake.notify_one();
         Ok(Finished {
             entry: finish.entry,
             journal_path: PathBuf::from(path),
@@ -642,6 +722,7 @@ impl Engine {
         if let (Some(finish), Some(path)) = (&row.outcome, &row.journal_path) {
             self.write_files(finish, Path::new(path))?;
             self.ledger.finished(&row.run_id)?;
+            self.outbox_wake.notify_one();
             return Ok(Recovered::Finished(Finished {
                 entry: finish.entry.clone(),
                 journal_path: path.into(),
@@ -664,8 +745,23 @@ impl Engine {
         let outcome = Outcome::failure(JournalStatus::Interrupted, reason, "");
         let run = row.as_new_run();
         let duration = (Utc::now() - since).num_milliseconds().max(0) as f64 / 1000.0;
-        let finish = self.finish_for(&run, row.attempt, outcome, duration);
+        let mut finish = self.finish_for(&run, row.attempt, outcome, duration);
+        finish.notes.extend(self.notes_for(None, &finish.entry));
         self.finish(&row.run_id, finish).map(Recovered::Finished)
+    }
+}
+
+/// The question of a paused run, as it goes to the module's topic: its options as buttons.
+fn ask_note(run: &NewRun, q: &kai_sdk::Question, t: &Timeline) -> OutMessage {
+    OutMessage {
+        buttons: q
+            .options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.clone(), button_data(&run.run_id, i)))
+            .collect(),
+        question: Some(run.run_id.clone()),
+        ..OutMessage::to_module(&run.module, ask_text(&run.entity, q, t))
     }
 }
 

@@ -22,6 +22,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod outbox;
+mod questions;
+
+pub use outbox::{OutMessage, Outgoing, Retry};
+pub use questions::{Answer, Answered, Asked};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run_id       TEXT PRIMARY KEY,
@@ -166,6 +172,10 @@ pub struct Finish {
     pub state: Option<Value>,
     /// The checkpoint file's content, when the run paused.
     pub checkpoint: Option<Value>,
+    /// What to tell the owner about it (its `notify:`, its question): put in the outbox when
+    /// the run ends, in the same transaction, so it is said exactly once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<OutMessage>,
 }
 
 /// A queued run, as the queue first sees it.
@@ -235,8 +245,10 @@ impl Ledger {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)
-            .context("cannot create the run ledger's tables")?;
+        for schema in [SCHEMA, outbox::SCHEMA, questions::SCHEMA] {
+            conn.execute_batch(schema)
+                .context("cannot create the run ledger's tables")?;
+        }
         Ok(Ledger {
             conn: Mutex::new(conn),
             waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -321,58 +333,77 @@ impl Ledger {
         // IMMEDIATE: this transaction reads before it writes, and SQLite does not wait (busy
         // timeout) for a read transaction to become a write one; it fails at once.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let free = |n: u32| -> Result<Option<String>> {
-            let path = candidate(n);
-            let text = path.to_string_lossy().into_owned();
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE journal_path = ?1)",
-                [&text],
-                |r| r.get(0),
-            )?;
-            Ok((!taken && !path.exists()).then_some(text))
-        };
-        // Suffixes are taken from 1 up, so doubling then bisecting finds a free one in
-        // O(log k) probes for the k-th run of an entity in one second, not k.
-        let (mut taken, mut probe) = (0u32, 1u32);
-        let (mut n, mut path) = loop {
-            match free(probe)? {
-                Some(p) => break (probe, p),
-                None => {
-                    taken = probe;
-                    probe = probe.saturating_mul(2);
-                }
-            }
-        };
-        while n - taken > 1 {
-            let mid = taken + (n - taken) / 2;
-            match free(mid)? {
-                Some(p) => (n, path) = (mid, p),
-                None => taken = mid,
-            }
-        }
-        let changed = tx.execute(
-            "UPDATE runs SET phase = 'finishing', status = ?2, outcome_json = ?3, journal_path = ?4,
-             cost_usd = ?5 WHERE run_id = ?1 AND phase = 'running'",
-            params![
-                run_id,
-                finish.entry.status.as_str(),
-                serde_json::to_string(finish)?,
-                path,
-                finish.entry.cost_usd()
-            ],
-        )?;
-        anyhow::ensure!(changed == 1, "run {run_id} is not running");
+        let path = finishing_in(&tx, run_id, finish, &candidate)?;
         tx.commit()?;
         Ok(path)
     }
 
-    /// The run's files are written: it is over.
-    pub fn finished(&self, run_id: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE runs SET phase = 'finished', finished_at = ?2 WHERE run_id = ?1",
-            params![run_id, now_text()],
+    /// Closes an expired question that has no default: its run `run` (a new one, with no
+    /// process) is recorded straight in `finishing` with `finish`, in the transaction that
+    /// closes the question. `None` when the question was not open any more.
+    pub fn close_expired(
+        &self,
+        question_run: &str,
+        run: &NewRun,
+        owner: &str,
+        finish: &Finish,
+        candidate: impl Fn(u32) -> std::path::PathBuf,
+    ) -> Result<Option<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let closed = tx.execute(
+            "UPDATE questions SET closed = 'expired', answered_at = ?2 WHERE run_id = ?1 AND closed IS NULL",
+            params![question_run, now_text()],
         )?;
-        Ok(())
+        if closed == 0 {
+            return Ok(None);
+        }
+        let now = now_text();
+        tx.execute(
+            "INSERT INTO runs (run_id, module, entity, trigger_json, chat_id, phase, attempt, owner, created_at, started_at, foreground)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?7, ?7, 1)",
+            params![run.run_id, run.module, run.entity, serde_json::to_string(&run.trigger)?, run.chat_id, owner, now],
+        )?;
+        let path = finishing_in(&tx, &run.run_id, finish, &candidate)?;
+        tx.commit()?;
+        Ok(Some(path))
+    }
+
+    /// The run's files are written: it is over.
+    /// Its notes go to the outbox, and the resume of a question answered while the files were
+    /// written is queued, in the same transaction.
+    pub fn finished(&self, run_id: &str) -> Result<()> {
+        self.write(|tx| {
+            let outcome: Option<String> = tx
+                .tx
+                .query_row(
+                    "UPDATE runs SET phase = 'finished', finished_at = ?2
+                     WHERE run_id = ?1 AND phase != 'finished' RETURNING outcome_json",
+                    params![run_id, now_text()],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let Some(outcome) = outcome else {
+                return Ok(()); // finished before: its notes went out then
+            };
+            let finish: Finish = serde_json::from_str(&outcome)?;
+            for note in &finish.notes {
+                tx.enqueue(note)?;
+            }
+            questions::queue_resume(&tx.tx, run_id)
+        })
+    }
+
+    /// Runs `f` in one write transaction: all of it commits, or none.
+    pub fn write<R>(&self, f: impl FnOnce(&Tx<'_>) -> Result<R>) -> Result<R> {
+        let mut conn = self.conn();
+        let tx = Tx {
+            tx: conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+        };
+        let result = f(&tx)?;
+        tx.tx.commit()?;
+        Ok(result)
     }
 
     /// Records the process group of a running run's current attempt.
@@ -768,11 +799,79 @@ impl Dispatch<'_> {
         insert_decision(&self.tx, d)
     }
 
+    pub fn enqueue(&self, m: &OutMessage) -> Result<()> {
+        outbox::enqueue(&self.tx, m)
+    }
+
     pub fn done(&self, seq: i64) -> Result<()> {
         self.tx
             .execute("UPDATE deliveries SET dispatched = 1 WHERE seq = ?1", [seq])?;
         Ok(())
     }
+}
+
+/// One write transaction; see [`Ledger::write`].
+pub struct Tx<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl Tx<'_> {
+    /// Accepts a trigger into the inbox; `false` when its delivery id was seen before.
+    pub fn accept(&self, d: &NewDelivery) -> Result<bool> {
+        Ok(insert_delivery(&self.tx, d, &serde_json::to_string(&d.trigger)?)? == 1)
+    }
+}
+
+/// The body of [`Ledger::finishing`], inside a transaction.
+fn finishing_in(
+    tx: &Connection,
+    run_id: &str,
+    finish: &Finish,
+    candidate: &dyn Fn(u32) -> std::path::PathBuf,
+) -> Result<String> {
+    let free = |n: u32| -> Result<Option<String>> {
+        let path = candidate(n);
+        let text = path.to_string_lossy().into_owned();
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE journal_path = ?1)",
+            [&text],
+            |r| r.get(0),
+        )?;
+        Ok((!taken && !path.exists()).then_some(text))
+    };
+    // Suffixes are taken from 1 up, so doubling then bisecting finds a free one in
+    // O(log k) probes for the k-th run of an entity in one second, not k.
+    let (mut taken, mut probe) = (0u32, 1u32);
+    let (mut n, mut path) = loop {
+        match free(probe)? {
+            Some(p) => break (probe, p),
+            None => {
+                taken = probe;
+                probe = probe.saturating_mul(2);
+            }
+        }
+    };
+    while n - taken > 1 {
+        let mid = taken + (n - taken) / 2;
+        match free(mid)? {
+            Some(p) => (n, path) = (mid, p),
+            None => taken = mid,
+        }
+    }
+    let changed = tx.execute(
+        "UPDATE runs SET phase = 'finishing', status = ?2, outcome_json = ?3, journal_path = ?4,
+             cost_usd = ?5 WHERE run_id = ?1 AND phase = 'running'",
+        params![
+            run_id,
+            finish.entry.status.as_str(),
+            serde_json::to_string(finish)?,
+            path,
+            finish.entry.cost_usd()
+        ],
+    )?;
+    anyhow::ensure!(changed == 1, "run {run_id} is not running");
+    questions::insert_question(tx, run_id, finish)?;
+    Ok(path)
 }
 
 fn insert_decision(conn: &Connection, d: &Decision) -> Result<()> {

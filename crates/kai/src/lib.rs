@@ -11,6 +11,8 @@
 //! - [`builtin`]: the built-in modules' programs.
 //! - [`http`] and [`api`]: the HTTP server: webhooks, and the management API with its tokens
 //!   and OpenAPI document.
+//! - [`telegram`]: the Bot API client, the outbox's sender, the poller and chat commands.
+//! - [`questions`]: answering questions by every route, reminders and expiry.
 //! - [`cli`] and [`serve`]: the command line and the daemon.
 
 pub mod api;
@@ -20,12 +22,14 @@ pub mod config;
 pub mod crash;
 pub mod daemon;
 pub mod data_dir;
+pub mod doctor;
 pub mod engine;
 pub mod http;
 pub mod journal;
 pub mod ledger;
 pub mod modules;
-pub mod notify;
+pub mod questions;
 pub mod runner;
 pub mod scaffold;
 pub mod serve;
+pub mod telegram;

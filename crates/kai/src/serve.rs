@@ -18,6 +18,8 @@ use crate::runner::{become_subreaper, reap_strays, ProcessRunner};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often schedules are looked at.
 const SCHEDULE_TICK: Duration = Duration::from_secs(1);
+/// How often questions are checked for reminders and expiry.
+const QUESTION_TICK: Duration = Duration::from_secs(1);
 /// How often manifests are checked for changes.
 const MANIFEST_POLL: Duration = Duration::from_secs(1);
 
@@ -77,6 +79,17 @@ async fn serve(mut config: Config) -> Result<()> {
     tasks.spawn(daemon.clone().pump());
     tasks.spawn(daemon.clone().run_schedules(SCHEDULE_TICK));
     tasks.spawn(daemon.clone().watch_manifests(MANIFEST_POLL));
+    crate::questions::tidy(&daemon.engine)?;
+    tasks.spawn(daemon.clone().watch_questions(QUESTION_TICK));
+    if !crate::telegram::start(&daemon)? {
+        info!(
+            "Telegram is off: set KAI_TELEGRAM_TOKEN to talk to kai there; messages go to the log"
+        );
+        tasks.spawn(crate::telegram::log_outbox(
+            daemon.engine.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn({
         let shutdown = shutdown.clone();
         async move {

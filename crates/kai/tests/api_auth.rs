@@ -39,6 +39,8 @@ fn expected(operation: &str) -> Option<[u16; 8]> {
         "invokeModule" => [401, 401, 401, 403, 403, 401, 202, 202],
         "enableModule" | "disableModule" => MANAGE,
         "notify" => [401, 401, 401, 202, 202, 401, 403, 403],
+        // No question is open: authorised callers learn that (404).
+        "answerQuestion" => [401, 401, 401, 403, 403, 401, 404, 404],
         _ => return None,
     })
 }
@@ -86,6 +88,7 @@ fn every_route_against_every_caller() {
             .path
             .replace("{name}", "alpha")
             .replace("{id}", &ended_run)
+            .replace("{run_id}", &ended_run)
             .replace("{source}", "no-such-source");
         for (i, caller) in callers.iter().enumerate() {
             let body = match route.operation_id {
@@ -93,6 +96,7 @@ fn every_route_against_every_caller() {
                 "notify" => {
                     Some(json!({ "text": format!("a note from the matrix ({})", CALLERS[i]) }))
                 }
+                "answerQuestion" => Some(json!({ "answer": "yes" })),
                 _ if route.method == Method::Post => Some(json!({})),
                 _ => None,
             };
@@ -144,6 +148,7 @@ fn every_route_against_every_caller() {
         "enableModule",
         "disableModule",
         "notify",
+        "answerQuestion",
     ]
     .into_iter()
     .filter(|op| !table.contains(op))

@@ -450,8 +450,24 @@ fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         &admin,
         Some(b"{\"answer\": \"yes\"}"),
         404,
-        "no_route",
+        "unknown_question",
     ));
+    for body in [
+        &b"{}"[..],
+        b"{\"answer\": \"\"}",
+        b"{\"answer\": \"   \"}",
+        b"{\"answer\": 42}",
+        b"{\"answer\": \"yes\", \"extra\": 1}",
+    ] {
+        add(case(
+            "POST",
+            "/api/pending/r_01JDNOSUCHRUN0000000000000/answer",
+            &admin,
+            Some(body),
+            422,
+            "invalid",
+        ));
+    }
 
     let before = kai.fingerprint();
     let mut wrong = Vec::new();

@@ -139,7 +139,7 @@ fn the_document_lists_exactly_the_routes_served() {
         "/api/modules/echo/events/x",
         "/webhook",
         "/api/runs",
-        "/api/pending/r_x/answer",
+        "/api/pending/r_x/answer/x",
         "/api/notify/x",
     ] {
         for method in METHODS {
@@ -256,13 +256,36 @@ fn real_answers_validate_against_the_schemas() {
         "invokeModule",
         kai.post("/api/modules/fails/invoke", &chat, &json!({ "wait": true })),
     );
+    let asked = kai.post(
+        "/api/modules/asker/invoke",
+        &admin,
+        &json!({ "wait": true }),
+    );
+    let paused_run = asked.json()["run_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ask("invokeModule", asked);
+    let answer_path = format!("/api/pending/{paused_run}/answer");
     ask(
-        "invokeModule",
+        "answerQuestion",
+        kai.post(&answer_path, &admin, &json!({ "answer": "yes" })),
+    );
+    ask(
+        "answerQuestion",
+        kai.post(&answer_path, &chat, &json!({ "answer": "no" })),
+    );
+    ask(
+        "answerQuestion",
         kai.post(
-            "/api/modules/asker/invoke",
+            "/api/pending/r_01JDNOSUCHRUN0000000000000/answer",
             &admin,
-            &json!({ "wait": true }),
+            &json!({ "answer": "no" }),
         ),
+    );
+    ask(
+        "answerQuestion",
+        kai.post(&answer_path, &admin, &json!({ "answer": "  " })),
     );
     ask(
         "invokeModule",
@@ -429,6 +452,7 @@ fn real_answers_validate_against_the_schemas() {
         ("listEvents", &[200, 400]),
         ("enableModule", &[200, 409]),
         ("notify", &[202, 403, 422]),
+        ("answerQuestion", &[200, 404, 409, 422]),
     ] {
         let got = statuses.get(op).cloned().unwrap_or_default();
         for s in must {

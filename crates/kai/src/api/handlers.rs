@@ -17,8 +17,8 @@ use super::{openapi, to_json, ApiError, Call, Caller, Reply};
 use crate::data_dir::DataDir;
 use crate::engine::new_run_id;
 use crate::journal::{self, Query};
+use crate::ledger::{Answer, Answered, OutMessage};
 use crate::ledger::{Ledger, NewDelivery, Phase};
-use crate::notify::Note;
 
 /// The inbox source of API invokes; their delivery ids are `i_<ULID>`.
 pub const INVOKE_SOURCE: &str = "invoke";
@@ -598,6 +598,9 @@ pub fn disable(call: &Call) -> Result<Reply, ApiError> {
 #[serde(deny_unknown_fields)]
 struct NotifyBody {
     text: String,
+    /// `plain` (default), `markdown` or `html`; a text Telegram cannot parse is sent plain.
+    #[serde(default)]
+    format: Option<String>,
 }
 
 pub fn notify(call: &Call) -> Result<Reply, ApiError> {
@@ -623,12 +626,88 @@ pub fn notify(call: &Call) -> Result<Reply, ApiError> {
         token.expose(),
     ]);
     let text = kai_core::outcome::redact(text, &secrets);
-    engine.notifier().send(Note {
-        module: Some(module.clone()),
-        text,
-    });
+    let parse_mode = match body.format.as_deref() {
+        None | Some("plain") => None,
+        Some("markdown") => Some("Markdown".to_owned()),
+        Some("html") => Some("HTML".to_owned()),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "format: one of plain, markdown, html, not `{other}`"
+            )))
+        }
+    };
+    let note = OutMessage {
+        parse_mode,
+        ..OutMessage::to_module(module, text)
+    };
+    engine
+        .tell(&[note])
+        .map_err(|e| ApiError::internal("cannot queue the note", e))?;
     Reply::with_status(
         StatusCode::ACCEPTED,
         json!({ "queued": true, "module": module }),
     )
+}
+
+// --- answer ----------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    answer: String,
+}
+
+/// `POST /api/pending/{run_id}/answer`: the first answer resumes the run; a later one is `409`
+/// saying who answered and when.
+pub fn answer(call: &Call) -> Result<Reply, ApiError> {
+    let run_id = call.path("run_id");
+    let body: AnswerBody = call.json_body()?;
+    let text = body.answer.trim();
+    if text.is_empty() || text.chars().count() > MAX_NOTE_CHARS {
+        return Err(ApiError::invalid(format!(
+            "answer: 1 to {MAX_NOTE_CHARS} characters, not blank"
+        )));
+    }
+    let a = Answer {
+        text: text.to_owned(),
+        by: format!("api ({} token)", call.caller.kind()),
+        at: Utc::now(),
+        via: "api".into(),
+    };
+    let engine = &call.api.daemon.engine;
+    let result = crate::questions::answer(engine, run_id, a, |_, _| Ok(()))
+        .map_err(|e| ApiError::internal("cannot record the answer", e))?;
+    call.api.daemon.wake();
+    match result {
+        Answered::Accepted(q) => {
+            let a = q.answer.as_ref();
+            Reply::ok(json!({
+                "run_id": q.run_id,
+                "module": q.module,
+                "entity": q.entity,
+                "answer": a.map(|a| a.text.clone()),
+                "answered_by": a.map(|a| a.by.clone()),
+                "answered_at": a.map(|a| rfc3339(a.at)),
+                "resumes": true,
+            }))
+        }
+        Answered::Already(q) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_answered",
+            crate::questions::already_text(&q),
+        )
+        .with(
+            "answered_by",
+            json!(q.answer.as_ref().map(|a| a.by.clone())),
+        )
+        .with(
+            "answered_at",
+            json!(q.answer.as_ref().map(|a| rfc3339(a.at))),
+        )
+        .with("closed", json!(q.closed))),
+        Answered::Unknown => Err(ApiError::not_found(
+            "unknown_question",
+            format!("there is no question of run {run_id}"),
+        )),
+    }
 }

@@ -3,8 +3,6 @@
 //! the checks a request goes through (token, path and query parameters, body size) are read
 //! from it, so the document cannot say one thing while the server does another.
 //!
-//! `POST /api/pending/{run_id}/answer` (SPEC 5) is not here yet: it comes with the questions
-//! issue (SPEC 7), which resumes runs; until then an answer is a `404`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -259,6 +257,14 @@ fn run_id() -> Param {
         description: "A run id, as `POST /api/modules/{name}/invoke` returns it: `r_` and a ULID",
         schema: json!({"type": "string", "pattern": "^r_[A-Za-z0-9_-]{1,126}$"}),
         check: check_run_id,
+    }
+}
+
+fn pending_run_id() -> Param {
+    Param {
+        name: "run_id",
+        description: "The paused run whose question this answers",
+        ..run_id()
     }
 }
 
@@ -533,9 +539,20 @@ fn build() -> Vec<Route> {
             .tag("questions")
             .doc(
                 "Open questions",
-                "Every checkpoint waiting for an answer (`modules/*/pending/*.json`), across modules, oldest first. Answering through the API comes with the questions feature.",
+                "Every checkpoint waiting for an answer (`modules/*/pending/*.json`), across modules, oldest first. `POST /api/pending/{run_id}/answer` answers one.",
             )
             .answers(200, "PendingList", "The open questions"),
+        Route::new(Post, "/api/pending/{run_id}/answer", "answerQuestion", Invoke, Handler::Blocking(h::answer))
+            .tag("questions")
+            .doc(
+                "Answer a question",
+                "The first answer to a paused run's question wins, whatever the route (a Telegram button, a reply, `kai answer`, this): the question closes and a new run of the module resumes with `trigger.type = \"resume\"` and the answer. A later answer is `409`, saying who answered and when.",
+            )
+            .param(pending_run_id())
+            .body("AnswerRequest", true, "The answer")
+            .answers(200, "AnswerAccepted", "The answer is recorded; the resume run is queued")
+            .answers(404, "Error", "No question of that run is known")
+            .answers(409, "Error", "The question was answered (or expired) before: `answered_by`, `answered_at`"),
         Route::new(Get, "/api/decisions", "listDecisions", Read, Handler::Blocking(h::list_decisions))
             .tag("runs")
             .doc(

@@ -135,7 +135,7 @@ pub fn components() -> Value {
                 ),
                 (
                     "code",
-                    json!({"type": "string", "description": "What is wrong, for a program: unauthorized, forbidden, run_token_required, bad_path, bad_query, bad_json, bad_body, too_large, invalid, unknown_module, unknown_run, no_route, method_not_allowed, declined, disabled_in_manifest, internal, ..."}),
+                    json!({"type": "string", "description": "What is wrong, for a program: unauthorized, forbidden, run_token_required, bad_path, bad_query, bad_json, bad_body, too_large, invalid, unknown_module, unknown_run, unknown_question, already_answered, no_route, method_not_allowed, declined, disabled_in_manifest, internal, ..."}),
                 ),
                 (
                     "reason",
@@ -144,6 +144,18 @@ pub fn components() -> Value {
                 ("run_id", string()),
                 ("delivery_id", string()),
                 ("decision", r("Decision")),
+                (
+                    "answered_by",
+                    json!({"type": ["string", "null"], "description": "For `already_answered`: who answered first"}),
+                ),
+                (
+                    "answered_at",
+                    json!({"type": ["string", "null"], "format": "date-time", "description": "For `already_answered`: when the question closed"}),
+                ),
+                (
+                    "closed",
+                    json!({"type": ["string", "null"], "description": "For `already_answered`: how the question closed (answered, expired, withdrawn)"}),
+                ),
             ],
             &["error", "code"],
         ),
@@ -525,11 +537,50 @@ pub fn components() -> Value {
     put(
         "NotifyRequest",
         object(
+            vec![
+                (
+                    "text",
+                    json!({"type": "string", "minLength": 1, "maxLength": MAX_NOTE_CHARS, "pattern": "\\S"}),
+                ),
+                (
+                    "format",
+                    json!({"type": "string", "enum": ["plain", "markdown", "html"], "default": "plain", "description": "How Telegram should read the text; a text it cannot parse is sent plain"}),
+                ),
+            ],
+            &["text"],
+        ),
+    );
+    put(
+        "AnswerRequest",
+        object(
             vec![(
-                "text",
+                "answer",
                 json!({"type": "string", "minLength": 1, "maxLength": MAX_NOTE_CHARS, "pattern": "\\S"}),
             )],
-            &["text"],
+            &["answer"],
+        ),
+    );
+    put(
+        "AnswerAccepted",
+        object(
+            vec![
+                ("run_id", string()),
+                ("module", name()),
+                ("entity", string()),
+                ("answer", string()),
+                ("answered_by", string()),
+                ("answered_at", time()),
+                ("resumes", json!({"const": true})),
+            ],
+            &[
+                "run_id",
+                "module",
+                "entity",
+                "answer",
+                "answered_by",
+                "answered_at",
+                "resumes",
+            ],
         ),
     );
     put(
