@@ -726,30 +726,6 @@ fn journal(config: &Config, args: JournalArgs) -> Result<i32> {
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn since_takes_durations_dates_and_times() {
-        let now = Utc.with_ymd_and_hms(2026, 4, 4, 12, 0, 0).unwrap();
-        assert_eq!(
-            parse_since("2h", now).unwrap(),
-            Utc.with_ymd_and_hms(2026, 4, 4, 10, 0, 0).unwrap()
-        );
-        assert_eq!(
-            parse_since("2026-04-01", now).unwrap(),
-            Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            parse_since("2026-04-01T10:00:00+02:00", now).unwrap(),
-            Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()
-        );
-        assert!(parse_since("yesterday", now).is_err());
-    }
-}
-
 fn pending(config: Config, json: bool) -> Result<i32> {
     let data = open_data(&config)?;
     let ledger = Ledger::open(&data.ledger_file())?;
@@ -822,5 +798,29 @@ fn answer(config: Config, run_id: &str, text: &str) -> Result<i32> {
             eprintln!("kai: there is no question of run {run_id} (`kai pending` lists them)");
             Ok(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn since_takes_durations_dates_and_times() {
+        let now = Utc.with_ymd_and_hms(2026, 4, 4, 12, 0, 0).unwrap();
+        assert_eq!(
+            parse_since("2h", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 4, 4, 10, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_since("2026-04-01", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_since("2026-04-01T10:00:00+02:00", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()
+        );
+        assert!(parse_since("yesterday", now).is_err());
     }
 }

@@ -437,10 +437,19 @@ impl Daemon {
     }
 
     /// Reminds of questions and expires them, every `tick`, until shutdown.
+    /// Also forgets, once an hour, messages sent and updates handled more than a week ago.
     pub async fn watch_questions(self: Arc<Self>, tick: Duration) {
+        let mut pruned = std::time::Instant::now() - Duration::from_secs(3600);
         loop {
             if let Err(e) = crate::questions::sweep(&self.engine, Utc::now()) {
                 warn!("cannot check questions' expiry, will retry: {e:#}");
+            }
+            if pruned.elapsed() >= Duration::from_secs(3600) {
+                pruned = std::time::Instant::now();
+                let week_ago = Utc::now() - chrono::Duration::days(7);
+                if let Err(e) = off_runtime(|| self.engine.ledger.prune_chat(week_ago)) {
+                    warn!("cannot prune the outbox: {e:#}");
+                }
             }
             self.wake();
             tokio::select! {
