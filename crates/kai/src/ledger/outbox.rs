@@ -265,11 +265,40 @@ impl Ledger {
                 "UPDATE outbox SET sent_at = ?2, message_id = ?3 WHERE id = ?1",
                 params![id, now_text(), message_id],
             )?;
+            let question: Option<String> = tx
+                .tx
+                .query_row("SELECT question FROM outbox WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .flatten();
+            let Some(run_id) = question else {
+                return Ok(());
+            };
             tx.tx.execute(
                 "UPDATE questions SET message_chat = ?2, message_thread = ?3, message_id = ?4
-                 WHERE run_id = (SELECT question FROM outbox WHERE id = ?1)",
-                params![id, chat_id, thread_id, message_id],
+                 WHERE run_id = ?1",
+                params![run_id, chat_id, thread_id, message_id],
             )?;
+            // Answered before its message went out (over the API, say): the message shows the
+            // answer at once, and its buttons go.
+            if let Some(q) = tx.question(&run_id)? {
+                if let (Some("answered"), Some(a)) = (q.closed.as_deref(), &q.answer) {
+                    tx.enqueue(&OutMessage {
+                        edit_of: Some(message_id),
+                        ..OutMessage::to_chat(
+                            Some(chat_id),
+                            None,
+                            kai_core::question::answered_text(
+                                &q.entity,
+                                &q.question,
+                                &a.text,
+                                &a.by,
+                            ),
+                        )
+                    })?;
+                }
+            }
             Ok(())
         })
     }

@@ -451,8 +451,14 @@ impl Poller {
         let open = self.daemon.engine.ledger.open_questions(Some(module))?;
         let (first, after) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
         let by = m.from.as_ref().map(|f| f.display()).unwrap_or_default();
-        if let Some(q) = open.iter().find(|q| q.run_id == first) {
-            return self.answer(id, &q.run_id, after.trim(), &by, "command", reply);
+        // A run id of this module's named: that question, open or not (a late answer is
+        // told who was first).
+        if first.starts_with("r_") {
+            if let Some(q) = self.daemon.engine.ledger.question(first)? {
+                if q.module == module {
+                    return self.answer(id, &q.run_id, after.trim(), &by, "command", reply);
+                }
+            }
         }
         match open.as_slice() {
             [] => self.reply(id, vec![reply(format!("{module} has no open question."))]),
