@@ -81,6 +81,9 @@ fn remove_checkpoint(engine: &Engine, module: &str, run_id: &str) {
 /// `default` as the answer, or closed as `expired`.
 pub fn sweep(engine: &Engine, now: DateTime<Utc>) -> Result<()> {
     for q in off_runtime(|| engine.ledger.open_questions(None))? {
+        if withdrawn(engine, &q)? {
+            continue;
+        }
         match due(&q.timeline, q.reminded, now) {
             Due::Nothing => {}
             Due::Remind => {
@@ -126,6 +129,44 @@ pub fn sweep(engine: &Engine, now: DateTime<Utc>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The checkpoint files are the truth: a person who removed an open question's file withdrew
+/// the question. It is closed (`withdrawn`), and the topic is told. A question whose run is
+/// still writing its files is not touched.
+fn withdrawn(engine: &Engine, q: &Asked) -> Result<bool> {
+    let file = engine
+        .data
+        .pending_dir(&q.module)
+        .join(format!("{}.json", q.run_id));
+    if file.exists() {
+        return Ok(false);
+    }
+    let finished = off_runtime(|| engine.ledger.get(&q.run_id))?
+        .is_some_and(|r| r.phase == crate::ledger::Phase::Finished);
+    if !finished {
+        return Ok(false);
+    }
+    let text = format!(
+        "Withdrawn: its checkpoint file was removed, so this question is closed unanswered ({})\n{}",
+        q.entity, q.question.text
+    );
+    let closed = off_runtime(|| {
+        engine.ledger.write(|tx| {
+            let closed = tx.close_question(&q.run_id, "withdrawn")?;
+            if closed {
+                let mut note = OutMessage::to_module(&q.module, text);
+                note.reply_to = q.message.map(|(_, _, id)| id);
+                tx.enqueue(&note)?;
+            }
+            Ok(closed)
+        })
+    })?;
+    if closed {
+        info!(run = %q.run_id, module = %q.module, "question withdrawn: its checkpoint file is gone");
+        engine.outbox_wake.notify_one();
+    }
+    Ok(true)
 }
 
 /// At start: checkpoint files of questions closed while kai was stopping (answered, expired)

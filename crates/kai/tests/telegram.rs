@@ -278,7 +278,7 @@ fn commands_show_cards_switch_context_and_start_modules() {
     let mut tg = Tg::new(true);
     tg.kaid.write_module(
         "review",
-        "notify: none\ntriggers:\n  - command: review\n",
+        "notify: all\ntriggers:\n  - command: review\n",
         SAVE_CONTEXT,
     );
     tg.kaid.start();
@@ -320,6 +320,15 @@ fn commands_show_cards_switch_context_and_start_modules() {
     let entries = tg.wait_new(FORUM, seen, 1).remove(0).text;
     if !entries.starts_with("review · octo/repo#42: 1 entry") {
         tg.fail(format!("the entity's entries: {entries}"));
+    }
+    // In a module's topic, the topic is that module's context.
+    tg.wait("the module's topic", |t| t.topic_of("review").is_some());
+    let thread = tg.topic_of("review");
+    let seen = tg.tg.messages(FORUM).len();
+    tg.owner_says(FORUM, "/status", thread, None);
+    let status = tg.wait_new(FORUM, seen, 1).remove(0);
+    if !status.text.contains("context: review") || status.thread_id != thread {
+        tg.fail(format!("/status in the topic: {status:?}"));
     }
     let seen = tg.tg.messages(FORUM).len();
     tg.owner_says(FORUM, "/module main", None, None);
