@@ -392,18 +392,7 @@ fn a_button_a_reply_and_text_in_the_topic_each_resume_the_run() {
     wait_resume(&t, m, &run4, "e-4", "later");
     settle();
 
-    let resumed: Vec<(String, String)> = resumes(&t, m)
-        .iter()
-        .map(|c| {
-            (
-                c["entity"].as_str().unwrap_or_default().to_owned(),
-                c["resume"]["answer"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect();
+    let resumed: Vec<(String, String)> = resumed_answers(&t, m);
     let expected: Vec<(String, String)> = [
         ("e-1", "no"),
         ("e-2", "yes, go"),
@@ -540,18 +529,7 @@ fn api_and_command_line_answers_resume_and_a_second_answer_is_refused() {
     }
 
     settle();
-    let got: Vec<(String, String)> = resumes(&t, m)
-        .iter()
-        .map(|c| {
-            (
-                c["entity"].as_str().unwrap_or_default().to_owned(),
-                c["resume"]["answer"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect();
+    let got: Vec<(String, String)> = resumed_answers(&t, m);
     if got
         != [
             ("e-api".to_owned(), "1.2.3".to_owned()),
@@ -1071,4 +1049,20 @@ fn a_late_module_answer_command_is_told_who_was_first() {
     if said(&t, m, "Already answered by @olive at ").len() != 1 {
         t.fail("the late command is told once");
     }
+}
+
+/// `(entity, answer)` of every resume `module` received, in order.
+fn resumed_answers(t: &Tg, module: &str) -> Vec<(String, String)> {
+    resumes(t, module)
+        .iter()
+        .map(|c| {
+            (
+                c["entity"].as_str().unwrap_or_default().to_owned(),
+                c["resume"]["answer"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
 }

@@ -429,3 +429,24 @@ fn doctor_checks_the_token_and_the_forum() {
         bad.fail(format!("kai doctor with a wrong token said:\n{text}"));
     }
 }
+
+#[test]
+fn events_no_module_takes_are_announced_in_the_chat_itself() {
+    let mut tg = Tg::new(true);
+    tg.kaid.start();
+    let push = fixture("push.none.json");
+    tg.kaid.deliver("push", &push.body);
+    let msgs = tg.wait_new(FORUM, 0, 1);
+    let repo = push.json()["repository"]["full_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Not a module's: General (no thread), no prefix, no topic created.
+    if msgs[0].thread_id.is_some() || !msgs[0].text.contains(&repo) || msgs[0].text.starts_with('[')
+    {
+        tg.fail(format!("the announcement: {:?}", msgs[0]));
+    }
+    if !tg.tg.topics(FORUM).is_empty() {
+        tg.fail("an announcement creates no topic");
+    }
+}
