@@ -132,6 +132,9 @@ fn a_429_storm_delays_but_loses_and_duplicates_nothing() {
             "the storm answered 429 {limited} times, expected at least 6"
         ));
     }
+    if tg.kaid.log().contains(fake_telegram::TOKEN) {
+        tg.fail("the bot token is in the log");
+    }
 }
 
 #[test]
@@ -384,7 +387,7 @@ fn a_stranger_gets_no_answer_and_changes_nothing() {
 #[test]
 fn a_second_poller_is_reported_not_hammered() {
     let mut tg = Tg::new(true);
-    tg.kaid.start();
+    // Before the start: the first poll is refused (later ones would wait in a long poll).
     tg.tg.fail_next(
         "getUpdates",
         2,
@@ -394,6 +397,7 @@ fn a_second_poller_is_reported_not_hammered() {
             retry_after: None,
         },
     );
+    tg.kaid.start();
     let line = tg
         .kaid
         .wait_log(&["another program is reading this bot's updates"]);
