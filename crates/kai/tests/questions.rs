@@ -1066,3 +1066,49 @@ fn resumed_answers(t: &Tg, module: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[test]
+fn an_answer_while_the_checkpoint_is_being_written_is_not_lost() {
+    let mut t = Tg::new(true);
+    t.kaid.set_env("KAI_API_TOKEN", ADMIN);
+    asker(&t, "deploy", &deploy_question());
+    // A foreground run dies with its outcome recorded and no file written yet.
+    t.kaid.set_env("KAI_CRASH_AT", "before-journal");
+    let out = t.kaid.kai(&["run", "deploy"]);
+    if out.status.success() {
+        t.fail("kai run should have been killed at before-journal");
+    }
+    t.kaid.remove_env("KAI_CRASH_AT");
+    let run_id: String = t
+        .kaid
+        .db()
+        .query_row(
+            "SELECT run_id FROM runs WHERE module = 'deploy' AND phase = 'finishing'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| t.fail(format!("no finishing run: {e}")));
+    if checkpoint_file(&t, "deploy", &run_id).exists() {
+        t.fail("no checkpoint file yet");
+    }
+    // The answer comes now: accepted, and kept until the run is closed.
+    let out = t.kaid.kai(&["answer", &run_id, "yes"]);
+    if out.status.code() != Some(0) {
+        t.fail("the answer is accepted while the checkpoint is being written");
+    }
+    let queued: i64 = t
+        .kaid
+        .db()
+        .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    if queued != 0 {
+        t.fail("the resume waits for the paused run to be closed");
+    }
+    // The daemon's recovery writes the files and closes the run: the resume follows, once.
+    t.kaid.start();
+    wait_resume(&t, "deploy", &run_id, "invoke", "yes");
+    settle();
+    if resumes(&t, "deploy").len() != 1 || checkpoint_file(&t, "deploy", &run_id).exists() {
+        t.fail("one resume, and the checkpoint file tidied away");
+    }
+}
