@@ -87,12 +87,13 @@ impl Sender {
         }
     }
 
-    /// Sends what is due, the first waiting message of each chat; returns how long to wait
-    /// before the next round (zero: go on at once).
+    /// Sends what is due, each chat's messages in order until one has to wait; returns how
+    /// long to wait before the next round (zero: go on at once).
     async fn round(&mut self) -> anyhow::Result<Duration> {
         let waiting = off_runtime(|| self.engine.ledger.outbox_waiting(500))?;
         let notify_chat = self.engine.config.chat_id();
-        let mut seen = HashSet::new();
+        // Chats whose next message cannot go in this round; the others get theirs in order.
+        let mut blocked = HashSet::new();
         let mut pause = Duration::from_secs(1);
         let mut sent_any = false;
         for row in waiting {
@@ -102,8 +103,8 @@ impl Sender {
                 off_runtime(|| self.engine.ledger.outbox_fail(row.id, why))?;
                 continue;
             };
-            if !seen.insert(chat) {
-                continue; // one message per chat at a time, in order
+            if blocked.contains(&chat) {
+                continue; // a message before this one in the chat waits: this one too
             }
             let now = Instant::now();
             let mut wait = self
@@ -116,6 +117,7 @@ impl Sender {
             }
             if !wait.is_zero() {
                 pause = pause.min(wait);
+                blocked.insert(chat);
                 continue;
             }
             match self.send(&row, chat).await? {
@@ -123,9 +125,14 @@ impl Sender {
                     self.ready_at.insert(chat, Instant::now() + self.pacing);
                     sent_any = true;
                 }
-                Sent::Again => sent_any = true,
+                Sent::Again => {
+                    // The row changed (plain text, no reply, a new topic): read it again.
+                    blocked.insert(chat);
+                    sent_any = true;
+                }
                 Sent::Later(after) => {
                     self.ready_at.insert(chat, Instant::now() + after);
+                    blocked.insert(chat);
                 }
             }
         }

@@ -136,6 +136,9 @@ impl Poller {
                         .map(|()| None)
                 }
             };
+            // A run queued (a command, a resume) starts now, not after the button's toast.
+            self.daemon.wake();
+            self.daemon.engine.outbox_wake.notify_one();
             match handled {
                 Ok(Some(toast)) => {
                     if let Err(e) = self
@@ -149,9 +152,7 @@ impl Poller {
                 Ok(None) => {}
                 Err(e) => warn!(update = id, "cannot handle an update, will retry: {e:#}"),
             }
-            self.daemon.engine.outbox_wake.notify_one();
         }
-        self.daemon.wake();
     }
 
     fn handle(&self, update: &Update) -> anyhow::Result<Option<Toast>> {
