@@ -62,13 +62,15 @@ pub fn parse_button_data(data: &str) -> Option<(&str, usize)> {
     Some((run_id, index.parse().ok()?))
 }
 
-/// "3 days", "5 hours", "40 minutes", "12 seconds": the largest unit that fits.
+/// "3 days", "5 hours", "40 minutes", "12 seconds": the largest unit that fits, rounded to
+/// the nearest (three days less a second is still "3 days").
 pub fn human_span(secs: i64) -> String {
     let secs = secs.max(0);
+    let round = |unit: i64| (secs + unit / 2) / unit;
     let (n, unit) = match secs {
-        s if s >= DAY => (s / DAY, "day"),
-        s if s >= 3600 => (s / 3600, "hour"),
-        s if s >= 60 => (s / 60, "minute"),
+        s if s >= DAY => (round(DAY), "day"),
+        s if s >= 3600 => (round(3600), "hour"),
+        s if s >= 60 => (round(60), "minute"),
         s => (s, "second"),
     };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
@@ -184,5 +186,7 @@ mod tests {
         assert_eq!(human_span(3 * 86_400), "3 days");
         assert_eq!(human_span(3600), "1 hour");
         assert_eq!(human_span(59), "59 seconds");
+        assert_eq!(human_span(3 * 86_400 - 1), "3 days");
+        assert_eq!(human_span(23 * 3600), "23 hours");
     }
 }
