@@ -323,7 +323,7 @@ impl Ledger {
                 id,
                 at,
                 error,
-                matches!(change, Retry::Later) as i64,
+                !matches!(change, Retry::RateLimited) as i64,
                 matches!(change, Retry::Plain),
                 matches!(change, Retry::Unreplied),
                 matches!(change, Retry::General)
@@ -455,11 +455,14 @@ impl Ledger {
     }
 }
 
-/// How a failed message is tried again.
+/// How a failed message is tried again. Every way but `RateLimited` counts as an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
-    /// Later, as it is (counts as an attempt).
+    /// Later, as it is.
     Later,
+    /// When Telegram's `retry_after` says: not counted as an attempt, the message did nothing
+    /// wrong.
+    RateLimited,
     /// At once, without its formatting (Telegram could not parse it).
     Plain,
     /// At once, without the reply (the message it answered is gone).

@@ -228,6 +228,11 @@ impl Sender {
     }
 
     fn retry(&self, row: &Outgoing, how: Retry, e: &ApiError) -> anyhow::Result<Sent> {
+        // A fallback that keeps failing (a topic that is gone again as soon as it is made)
+        // goes the way of any refusal: back-off, then given up.
+        if row.attempts >= MAX_REFUSALS / 2 {
+            return self.failed(row, e.clone());
+        }
         off_runtime(|| {
             self.engine
                 .ledger
@@ -248,7 +253,7 @@ impl Sender {
             let after = Duration::from_secs(retry_after.unwrap_or(1).max(1));
             debug!(id = row.id, "rate limited for {}s", after.as_secs());
             let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
-            off_runtime(|| ledger.outbox_retry(row.id, at, &e.to_string(), Retry::Again))?;
+            off_runtime(|| ledger.outbox_retry(row.id, at, &e.to_string(), Retry::RateLimited))?;
             return Ok(Sent::Later(after));
         }
         let transient = match e.code() {
