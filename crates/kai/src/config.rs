@@ -81,6 +81,14 @@ pub struct SettingsArgs {
     /// Comma list of Telegram user ids allowed to talk to the bot; the first is the owner
     #[arg(long, env = "KAI_ALLOWED_USERS", global = true, value_name = "IDS")]
     pub allowed_users: Option<String>,
+    /// Longest an invoke with "wait": true holds its request [default: 30s]
+    #[arg(
+        long,
+        env = "KAI_API_WAIT_LIMIT",
+        global = true,
+        value_name = "DURATION"
+    )]
+    pub api_wait_limit: Option<String>,
     /// Least time between two messages to one Telegram chat [default: 1s]
     #[arg(
         long,
@@ -138,6 +146,8 @@ struct FileSettings {
     notify_chat: Option<toml::Value>,
     #[serde(alias = "KAI_TELEGRAM_PACING")]
     telegram_pacing: Option<String>,
+    #[serde(alias = "KAI_API_WAIT_LIMIT")]
+    api_wait_limit: Option<String>,
     #[serde(alias = "KAI_CLAUDE_BIN")]
     claude_bin: Option<String>,
     #[serde(alias = "KAI_GITHUB_TOKEN")]
@@ -184,6 +194,8 @@ pub struct Config {
     pub notify_chat: Option<i64>,
     /// Least time between two messages to one chat (Telegram asks for about one a second).
     pub telegram_pacing: std::time::Duration,
+    /// Longest an invoke with `"wait": true` holds its request; `None`: the API's default.
+    pub api_wait_limit: Option<std::time::Duration>,
     pub claude_bin: String,
     pub github_token: Option<Secret>,
     pub github_api_url: String,
@@ -244,13 +256,15 @@ impl Config {
                 .unwrap_or_else(|| "https://api.telegram.org".into()),
             allowed_users,
             notify_chat,
-            telegram_pacing: match pick(&args.telegram_pacing, &file.telegram_pacing) {
-                Some(text) => text
-                    .parse::<kai_core::Duration>()
-                    .map_err(|e| anyhow::anyhow!("KAI_TELEGRAM_PACING: {e}"))?
-                    .std(),
-                None => std::time::Duration::from_secs(1),
-            },
+            telegram_pacing: duration(
+                "KAI_TELEGRAM_PACING",
+                pick(&args.telegram_pacing, &file.telegram_pacing),
+            )?
+            .unwrap_or(std::time::Duration::from_secs(1)),
+            api_wait_limit: duration(
+                "KAI_API_WAIT_LIMIT",
+                pick(&args.api_wait_limit, &file.api_wait_limit),
+            )?,
             claude_bin: pick(&args.claude_bin, &file.claude_bin).unwrap_or_else(|| "claude".into()),
             github_token: secret(&args.github_token, &file.github_token),
             github_api_url: pick(&args.github_api_url, &file.github_api_url)
@@ -348,6 +362,19 @@ fn parse_ids(text: &str) -> Result<Vec<i64>> {
         .collect()
 }
 
+/// A duration setting (`30s`, `5m`); blank is unset.
+fn duration(name: &str, text: Option<String>) -> Result<Option<std::time::Duration>> {
+    match text.filter(|t| !t.trim().is_empty()) {
+        Some(t) => Ok(Some(
+            t.trim()
+                .parse::<kai_core::Duration>()
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+                .std(),
+        )),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +416,26 @@ mod tests {
         let c = Config::resolve(&a).unwrap();
         assert_eq!(c.http_addr, "127.0.0.1:10");
         assert_eq!(c.chat_id(), Some(-100));
+    }
+
+    #[test]
+    fn durations_come_from_the_file_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("kai.toml"),
+            "api_wait_limit = \"1m\"\ntelegram_pacing = \"250ms\"\n",
+        )
+        .unwrap();
+        let err = Config::resolve(&args(tmp.path())).unwrap_err().to_string();
+        assert!(err.contains("KAI_TELEGRAM_PACING"), "{err}");
+        std::fs::write(
+            tmp.path().join("kai.toml"),
+            "api_wait_limit = \"1m\"\ntelegram_pacing = \"0s\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&args(tmp.path())).unwrap();
+        assert_eq!(c.api_wait_limit, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(c.telegram_pacing, std::time::Duration::ZERO);
     }
 
     #[test]

@@ -47,7 +47,7 @@ async fn serve(mut config: Config) -> Result<()> {
     engine
         .ledger
         .checkpoint_in_background(&engine.data.ledger_file())?;
-    let api_options = crate::api::ApiOptions::from_env()?;
+    let api_options = crate::api::ApiOptions::from_config(&engine.config);
     let tokens = crate::api::ApiTokens::open(engine.data.root(), engine.config.api_token.as_ref())?;
     if let Some(path) = &tokens.created_admin {
         show_new_token(path, tokens.tokens.admin().expose());

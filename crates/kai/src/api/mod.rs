@@ -62,18 +62,11 @@ impl Default for ApiOptions {
 
 impl ApiOptions {
     /// From the environment: `KAI_API_WAIT_LIMIT` (a duration: `30s`, `2m`).
-    pub fn from_env() -> anyhow::Result<ApiOptions> {
-        let mut options = ApiOptions::default();
-        if let Some(text) = std::env::var("KAI_API_WAIT_LIMIT")
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-        {
-            let d: kai_core::Duration = text
-                .parse()
-                .map_err(|e| anyhow::anyhow!("KAI_API_WAIT_LIMIT: {e}"))?;
-            options.wait_limit = d.std();
+    /// From the settings (`KAI_API_WAIT_LIMIT`, flag, `kai.toml`).
+    pub fn from_config(config: &crate::config::Config) -> ApiOptions {
+        ApiOptions {
+            wait_limit: config.api_wait_limit.unwrap_or(DEFAULT_WAIT_LIMIT),
         }
-        Ok(options)
     }
 }
 
