@@ -18,14 +18,14 @@
 //!   connection each time) and spawn + wait of `/bin/true`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake_telegram::{FakeTelegram, User};
+use kai_bench::{cpu_model, git_commit, load_average, Daemon};
 use serde_json::{json, Value};
 
 const OWNER: i64 = 1001;
@@ -40,79 +40,18 @@ const ROUNDS: usize = 10;
 /// Connections the outbox burst's invokes are sent on at once.
 const SENDERS: usize = 4;
 
-struct Daemon {
-    child: Child,
-    addr: String,
-    /// Every line of the daemon's log at WARN or ERROR.
-    complaints: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .expect("a directory")
-        .to_path_buf()
-}
-
 fn start(data: &Path, tg: &FakeTelegram) -> Daemon {
-    let kai = bin_dir().join("kai");
-    assert!(
-        kai.exists(),
-        "{} is missing: cargo build --release -p kai -p kai-bench",
-        kai.display()
-    );
-    let mut child = Command::new(&kai)
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", data)
-        .env("KAI_DATA_DIR", data)
-        .env("KAI_HTTP_ADDR", "127.0.0.1:0")
-        .env("KAI_TELEGRAM_TOKEN", fake_telegram::TOKEN)
-        .env("KAI_TELEGRAM_API_URL", tg.url())
-        .env("KAI_ALLOWED_USERS", OWNER.to_string())
-        .env("KAI_NOTIFY_CHAT", FORUM.to_string())
-        .env("KAI_TELEGRAM_PACING", "0s")
-        .env("KAI_API_TOKEN", ADMIN)
-        // The "listening on" line is at INFO, target kai::serve; the rest only from WARN.
-        .env("KAI_LOG", "warn,kai::serve=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kai serve starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("kai serve says where it listens")
-            .expect("readable");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split(';').next().expect("an address").to_owned();
-        }
-    };
-    let complaints = Arc::new(Mutex::new(Vec::new()));
-    let sink = complaints.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if line.contains("WARN") || line.contains("ERROR") {
-                sink.lock().expect("log lines").push(line);
-            }
-        }
-    });
-    Daemon {
-        child,
-        addr,
-        complaints,
-    }
+    Daemon::start(
+        data,
+        &[
+            ("KAI_TELEGRAM_TOKEN", fake_telegram::TOKEN.to_owned()),
+            ("KAI_TELEGRAM_API_URL", tg.url()),
+            ("KAI_ALLOWED_USERS", OWNER.to_string()),
+            ("KAI_NOTIFY_CHAT", FORUM.to_string()),
+            ("KAI_TELEGRAM_PACING", "0s".into()),
+            ("KAI_API_TOKEN", ADMIN.into()),
+        ],
+    )
 }
 
 /// One HTTP/1.1 request on a new connection (`Connection: close`); the status and the body.
@@ -239,36 +178,6 @@ impl Series {
 
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn git_commit() -> String {
-    let out = Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=10"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .stderr(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        _ => "unknown".into(),
-    }
 }
 
 /// The floor: one `getMe` to the fake over a new connection.

@@ -15,72 +15,21 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use kai_bench::{bin_dir, Daemon};
 use sha2::Sha256;
 
 const SECRET: &str = "ingest-bench-secret";
 const FIXTURE: &str =
     include_str!("../../../kai/tests/fixtures/github/pull_request.synchronize.json");
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .expect("a directory")
-        .to_path_buf()
-}
-
 fn start(data: &Path) -> Daemon {
-    let kai = bin_dir().join("kai");
-    assert!(
-        kai.exists(),
-        "{} is missing: cargo build --release -p kai -p kai-bench",
-        kai.display()
-    );
-    let mut child = Command::new(&kai)
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", data)
-        .env("KAI_DATA_DIR", data)
-        .env("KAI_HTTP_ADDR", "127.0.0.1:0")
-        .env("KAI_GITHUB_WEBHOOK_SECRET", SECRET)
-        .env("KAI_LOG", "warn,kai::serve=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kai serve starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("kai serve says where it listens")
-            .expect("readable");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split(';').next().expect("an address").to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, addr }
+    Daemon::start(data, &[("KAI_GITHUB_WEBHOOK_SECRET", SECRET.into())])
 }
 
 fn rss_kib(pid: u32) -> u64 {
