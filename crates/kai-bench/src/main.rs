@@ -20,6 +20,7 @@
 //! The `kai` binary is another package's, so this program runs `cargo build -p kai` first
 //! (a no-op when it is fresh); `--kai PATH` uses a given binary instead.
 
+use kai_bench::{cpu_model, git_commit, load_average};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -214,17 +215,6 @@ fn read_trimmed(path: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn cpu_model() -> String {
-    read_trimmed("/proc/cpuinfo")
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn mem_total() -> String {
     read_trimmed("/proc/meminfo")
         .and_then(|text| {
@@ -256,26 +246,8 @@ fn file_system(path: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn load_average() -> String {
-    read_trimmed("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn git_commit() -> String {
-    let out = Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=10"])
-        .current_dir(workspace_dir())
-        .stderr(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        _ => "unknown".into(),
-    }
 }
 
 // --- binaries ----------------------------------------------------------------------------
