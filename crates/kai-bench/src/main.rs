@@ -479,7 +479,7 @@ impl LedgerWrites {
             self.ledger.finishing(&run.run_id, &finish, |k| {
                 events.join(finish.entry.file_name(k))
             })?;
-            self.ledger.finished(&run.run_id)?;
+            self.ledger.finished(&run.run_id, &finish.notes)?;
             samples.push(start.elapsed());
         }
         Ok(())

@@ -366,14 +366,7 @@ impl Engine {
         else {
             return Ok(None);
         };
-        self.write_files(&finish, Path::new(&path))?;
-        self.ledger.finished(&run.run_id)?;
-        self.outbox_wake.notify_one();
-        Ok(Some(Finished {
-            entry: finish.entry,
-            journal_path: PathBuf::from(path),
-            state: None,
-        }))
+        self.close(&run.run_id, finish, path).map(Some)
     }
 
     /// Executes a run the ledger already holds as running under this owner.
@@ -460,7 +453,7 @@ impl Engine {
     /// What to tell the owner about an outcome, as the module's `notify:` asks (`changes`
     /// when the module is not at hand), and about a budget this run used up. A question's
     /// message is made with the checkpoint, by `finish_for`.
-    pub fn notes_for(&self, module: Option<&LoadedModule>, e: &JournalEntry) -> Vec<OutMessage> {
+    fn notes_for(&self, module: Option<&LoadedModule>, e: &JournalEntry) -> Vec<OutMessage> {
         let mut notes = Vec::new();
         if e.status == JournalStatus::Paused {
             return notes;
@@ -655,9 +648,14 @@ impl Engine {
             .ledger
             .finishing(run_id, &finish, |n| events.join(entry.file_name(n)))?;
         crash::point("before-journal");
+        self.close(run_id, finish, path)
+    }
+
+    /// Writes a finishing run's files and closes it (its notes go to the outbox then).
+    fn close(&self, run_id: &str, finish: Finish, path: String) -> Result<Finished> {
         self.write_files(&finish, Path::new(&path))?;
         crash::point("after-journal");
-        self.ledger.finished(run_id)?;
+        self.ledger.finished(run_id, &finish.notes)?;
         self.outbox_wake.notify_one();
         Ok(Finished {
             entry: finish.entry,
@@ -720,14 +718,9 @@ impl Engine {
 
     fn recover_run(&self, row: RunRow) -> Result<Recovered> {
         if let (Some(finish), Some(path)) = (&row.outcome, &row.journal_path) {
-            self.write_files(finish, Path::new(path))?;
-            self.ledger.finished(&row.run_id)?;
-            self.outbox_wake.notify_one();
-            return Ok(Recovered::Finished(Finished {
-                entry: finish.entry.clone(),
-                journal_path: path.into(),
-                state: finish.state.clone(),
-            }));
+            return self
+                .close(&row.run_id, finish.clone(), path.clone())
+                .map(Recovered::Finished);
         }
         if let Some(pgid) = row.pgid {
             kill_orphaned_group(pgid, row.pgid_start);

@@ -370,25 +370,20 @@ impl Ledger {
     }
 
     /// The run's files are written: it is over.
-    /// Its notes go to the outbox, and the resume of a question answered while the files were
-    /// written is queued, in the same transaction.
-    pub fn finished(&self, run_id: &str) -> Result<()> {
+    /// Its `notes` (its [`Finish`]'s) go to the outbox, and the resume of a question answered
+    /// while the files were written is queued, in the same transaction. A run finished before
+    /// changes nothing: its notes went out then.
+    pub fn finished(&self, run_id: &str, notes: &[OutMessage]) -> Result<()> {
         self.write(|tx| {
-            let outcome: Option<String> = tx
-                .tx
-                .query_row(
-                    "UPDATE runs SET phase = 'finished', finished_at = ?2
-                     WHERE run_id = ?1 AND phase != 'finished' RETURNING outcome_json",
-                    params![run_id, now_text()],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
-            let Some(outcome) = outcome else {
-                return Ok(()); // finished before: its notes went out then
-            };
-            let finish: Finish = serde_json::from_str(&outcome)?;
-            for note in &finish.notes {
+            let closed = tx.tx.execute(
+                "UPDATE runs SET phase = 'finished', finished_at = ?2
+                 WHERE run_id = ?1 AND phase != 'finished'",
+                params![run_id, now_text()],
+            )?;
+            if closed == 0 {
+                return Ok(());
+            }
+            for note in notes {
                 tx.enqueue(note)?;
             }
             questions::queue_resume(&tx.tx, run_id)

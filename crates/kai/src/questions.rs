@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use kai_core::question::{answered_text, due, expired_with_default_text, reminder_text, Due};
+use kai_core::question::{due, expired_with_default_text, reminder_text, Due};
 use tracing::{info, warn};
 
 use crate::engine::{off_runtime, Engine};
@@ -13,7 +13,7 @@ use crate::ledger::{Answer, Answered, Asked, OutMessage, Tx};
 
 /// Answers the question of `run_id`. `also` runs in the same transaction, with the result (a
 /// chat message marks its update handled there, and says what happened). On the first answer
-/// the question message loses its buttons and shows the answer, and the checkpoint file goes.
+/// the checkpoint file goes (the ledger has the question's message edited).
 pub fn answer(
     engine: &Engine,
     run_id: &str,
@@ -23,11 +23,6 @@ pub fn answer(
     let result = off_runtime(|| {
         engine.ledger.write(|tx| {
             let result = tx.answer(run_id, &answer)?;
-            if let Answered::Accepted(q) = &result {
-                if let Some(edit) = answered_edit(q, &answer) {
-                    tx.enqueue(&edit)?;
-                }
-            }
             also(tx, &result)?;
             Ok(result)
         })
@@ -38,20 +33,6 @@ pub fn answer(
     }
     engine.outbox_wake.notify_one();
     Ok(result)
-}
-
-/// The question message, answered: its text with the answer, no buttons.
-fn answered_edit(q: &Asked, a: &Answer) -> Option<OutMessage> {
-    let (chat, _, message_id) = q.message?;
-    Some(OutMessage {
-        chat_id: Some(chat),
-        edit_of: Some(message_id),
-        ..OutMessage::to_chat(
-            Some(chat),
-            None,
-            answered_text(&q.entity, &q.question, &a.text, &a.by),
-        )
-    })
 }
 
 /// What a later answer is told.

@@ -282,22 +282,8 @@ impl Ledger {
             )?;
             // Answered before its message went out (over the API, say): the message shows the
             // answer at once, and its buttons go.
-            if let Some(q) = tx.question(&run_id)? {
-                if let (Some("answered"), Some(a)) = (q.closed.as_deref(), &q.answer) {
-                    tx.enqueue(&OutMessage {
-                        edit_of: Some(message_id),
-                        ..OutMessage::to_chat(
-                            Some(chat_id),
-                            None,
-                            kai_core::question::answered_text(
-                                &q.entity,
-                                &q.question,
-                                &a.text,
-                                &a.by,
-                            ),
-                        )
-                    })?;
-                }
+            if let Some(edit) = tx.question(&run_id)?.and_then(|q| q.answered_edit()) {
+                tx.enqueue(&edit)?;
             }
             Ok(())
         })

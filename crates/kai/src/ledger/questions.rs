@@ -7,12 +7,13 @@
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use kai_core::question::Timeline;
+use kai_core::question::{answered_text, Timeline};
 use kai_sdk::{Question, Trigger, TriggerType};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use super::{insert_delivery, parse_time, Finish, Ledger, NewDelivery, Tx};
+use super::outbox::enqueue;
+use super::{insert_delivery, parse_time, Finish, Ledger, NewDelivery, OutMessage, Tx};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS questions (
@@ -52,6 +53,26 @@ pub struct Asked {
     /// `answered`, `expired` or `withdrawn`; `None` while open.
     pub closed: Option<String>,
     pub answer: Option<Answer>,
+}
+
+impl Asked {
+    /// The question's message once answered: its text with the answer, and no buttons.
+    /// `None` while it is not answered or its message is not sent yet.
+    pub fn answered_edit(&self) -> Option<OutMessage> {
+        let (chat, _, message_id) = self.message?;
+        let a = self
+            .answer
+            .as_ref()
+            .filter(|_| self.closed.as_deref() == Some("answered"))?;
+        Some(OutMessage {
+            edit_of: Some(message_id),
+            ..OutMessage::to_chat(
+                Some(chat),
+                None,
+                answered_text(&self.entity, &self.question, &a.text, &a.by),
+            )
+        })
+    }
 }
 
 /// Who answered what, when, and how.
@@ -219,8 +240,9 @@ pub(super) fn queue_resume(conn: &Connection, run_id: &str) -> Result<()> {
 }
 
 impl Tx<'_> {
-    /// The first answer wins: closes the question and queues its resume (at once when the
-    /// paused run is over, else when it is). Later answers learn who was first.
+    /// The first answer wins: closes the question, has its message show the answer, and
+    /// queues its resume (at once when the paused run is over, else when it is). Later
+    /// answers learn who was first.
     pub fn answer(&self, run_id: &str, answer: &Answer) -> Result<Answered> {
         let Some(q) = get(&self.tx, run_id)? else {
             return Ok(Answered::Unknown);
@@ -244,6 +266,9 @@ impl Tx<'_> {
             queue_resume(&self.tx, run_id)?;
         }
         let q = get(&self.tx, run_id)?.context("the question was just answered")?;
+        if let Some(edit) = q.answered_edit() {
+            enqueue(&self.tx, &edit)?;
+        }
         Ok(Answered::Accepted(q))
     }
 

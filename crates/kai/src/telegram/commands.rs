@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use kai_core::{JournalEntry, LoadedModule, Registry};
 
-use crate::engine::{day_start, Engine};
+use crate::engine::Engine;
 use crate::journal::{list, Query};
 use crate::ledger::Asked;
 
@@ -108,6 +108,15 @@ fn question_line(q: &Asked, now: DateTime<Utc>) -> String {
     )
 }
 
+/// `header`, then one line per question: what kai says when it must be told which one.
+pub fn question_list(header: String, questions: &[Asked], now: DateTime<Utc>) -> String {
+    let mut out = header;
+    for q in questions {
+        out.push_str(&format!("\n{}", question_line(q, now)));
+    }
+    out
+}
+
 /// `/module NAME`: the module's card.
 pub fn module_card(
     engine: &Engine,
@@ -138,7 +147,7 @@ pub fn module_card(
     }
     let a = engine
         .ledger
-        .activity(name, day_start(now).min(now - chrono::Duration::hours(24)))?;
+        .activity(name, now - chrono::Duration::hours(24))?;
     out.push_str(&format!(
         "24h: {}, {} failed, {} queued, {} running\n",
         plural(a.finished, "run", "runs"),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kai_core::question::parse_button_data;
 use kai_sdk::{Trigger, TriggerType};
+use serde::Deserialize as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -106,7 +107,7 @@ impl Poller {
                 continue;
             };
             next = next.max(id + 1);
-            let from = serde_json::from_value::<Update>(raw.clone())
+            let from = Update::deserialize(&raw)
                 .ok()
                 .and_then(|u| u.from().map(|f| f.id));
             match from {
@@ -237,16 +238,14 @@ impl Poller {
                 [q] => return self.answer(id, &q.run_id, text, &from, "text", reply),
                 [] => {}
                 several => {
-                    let mut t = format!(
-                        "{} questions are open here. Reply to the one you mean (or use /module {module} answer RUN_ID TEXT):",
-                        several.len()
+                    let t = commands::question_list(
+                        format!(
+                            "{} questions are open here. Reply to the one you mean (or use /module {module} answer RUN_ID TEXT):",
+                            several.len()
+                        ),
+                        several,
+                        Utc::now(),
                     );
-                    for q in several {
-                        t.push_str(&format!(
-                            "\n• {} — {}: {}",
-                            q.run_id, q.entity, q.question.text
-                        ));
-                    }
                     return self.reply(id, vec![reply(t)]);
                 }
             }
@@ -465,16 +464,14 @@ impl Poller {
             [] => self.reply(id, vec![reply(format!("{module} has no open question."))]),
             [q] => self.answer(id, &q.run_id, rest, &by, "command", reply),
             several => {
-                let mut t = format!(
-                    "{module} has {} open questions; name one: /module {module} answer RUN_ID TEXT",
-                    several.len()
+                let t = commands::question_list(
+                    format!(
+                        "{module} has {} open questions; name one: /module {module} answer RUN_ID TEXT",
+                        several.len()
+                    ),
+                    several,
+                    Utc::now(),
                 );
-                for q in several {
-                    t.push_str(&format!(
-                        "\n• {} — {}: {}",
-                        q.run_id, q.entity, q.question.text
-                    ));
-                }
                 self.reply(id, vec![reply(t)])
             }
         }
