@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::engine::{day_start, new_run_id, off_runtime, Engine, RunEnd};
 use crate::ledger::OutMessage;
-use crate::ledger::{Decision, Delivery, Dispatch, NewDelivery, NewRun};
+use crate::ledger::{Decision, Delivery, Dispatch, NewRun};
 use crate::modules::load_registry;
 
 /// Runs in flight, for the limits.
@@ -93,7 +93,7 @@ impl Daemon {
     }
 
     /// Accepts a trigger into the inbox; `false` for a delivery id seen before.
-    pub fn accept(&self, delivery: &NewDelivery) -> Result<bool> {
+    pub fn accept(&self, delivery: &Delivery) -> Result<bool> {
         let fresh = self.engine.ledger.accept(delivery)?;
         if fresh {
             self.wake();
@@ -183,7 +183,7 @@ impl Daemon {
             let registry = self.registry();
             let notes = self.engine.ledger.dispatch(|tx| {
                 let mut told = false;
-                for (n, delivery) in batch.iter().enumerate() {
+                for (n, (seq, delivery)) in batch.iter().enumerate() {
                     // Commit what is done and let the waiting writer (a webhook being
                     // acknowledged, a run finishing) in; the rest is picked up next round.
                     if n > 0 && self.engine.ledger.contended() {
@@ -191,7 +191,7 @@ impl Daemon {
                     }
                     let (runs, decisions, note) = self.plan(tx, &registry, delivery)?;
                     for run in &runs {
-                        tx.queue(run, delivery.seq)?;
+                        tx.queue(run, *seq)?;
                     }
                     for d in &decisions {
                         debug!(module = ?d.module, reason = %d.reason, "{}", d.detail);
@@ -201,7 +201,7 @@ impl Daemon {
                         tx.enqueue(&OutMessage::to_chat(None, None, text))?;
                         told = true;
                     }
-                    tx.done(delivery.seq)?;
+                    tx.done(*seq)?;
                 }
                 Ok(told)
             })?;
@@ -535,7 +535,7 @@ impl Daemon {
                         "missed": p.skipped_count,
                     }),
                 };
-                let delivery = p.run.map(|fire| NewDelivery {
+                let delivery = p.run.map(|fire| Delivery {
                     source: "schedule".into(),
                     delivery_id: fire_key(module.name(), index, fire),
                     trigger: trig(fire),

@@ -23,7 +23,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::daemon::Daemon;
-use crate::ledger::NewDelivery;
+use crate::ledger::Delivery;
 
 /// Largest body accepted: GitHub caps payloads at 25 MiB.
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
@@ -128,7 +128,7 @@ fn parse_object(body: &[u8]) -> Result<Value, Response> {
     }
 }
 
-fn accept(daemon: &Daemon, delivery: NewDelivery) -> Response {
+fn accept(daemon: &Daemon, delivery: Delivery) -> Response {
     let id = delivery.delivery_id.clone();
     match crate::engine::off_runtime(|| daemon.accept(&delivery)) {
         Ok(true) => (
@@ -222,7 +222,7 @@ async fn github(
     };
     accept(
         &daemon,
-        NewDelivery {
+        Delivery {
             source: "github".into(),
             delivery_id: delivery_id.to_owned(),
             trigger,
@@ -311,7 +311,7 @@ async fn generic(
     };
     accept(
         &daemon,
-        NewDelivery {
+        Delivery {
             source,
             delivery_id,
             trigger,

@@ -203,19 +203,6 @@ pub struct Ledger {
     waiting: std::sync::atomic::AtomicUsize,
 }
 
-/// A trigger accepted into the inbox, waiting to be dispatched.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub seq: i64,
-    pub source: String,
-    pub trigger: Trigger,
-    /// Set for triggers aimed at one module (invoke, command, schedule).
-    pub module: Option<String>,
-    pub entity: Option<String>,
-    pub chat_id: Option<i64>,
-    pub run_id: Option<String>,
-}
-
 /// One entry of the why-not log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -456,7 +443,7 @@ impl Ledger {
     }
 
     /// Accepts a trigger into the inbox; `false` when its delivery id was seen before.
-    pub fn accept(&self, d: &NewDelivery) -> Result<bool> {
+    pub fn accept(&self, d: &Delivery) -> Result<bool> {
         // The same connection as everything else, on purpose: a second one would wait for
         // SQLite's write lock in the busy handler's sleeps (1 ms, 2 ms, ... 100 ms), while
         // waiting on the mutex ends the moment the lock is free.
@@ -465,25 +452,26 @@ impl Ledger {
         Ok(changed == 1)
     }
 
-    /// Deliveries accepted but not dispatched yet, oldest first.
-    pub fn undispatched(&self, limit: usize) -> Result<Vec<Delivery>> {
+    /// Deliveries accepted but not dispatched yet, oldest first, with their place in the inbox.
+    pub fn undispatched(&self, limit: usize) -> Result<Vec<(i64, Delivery)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, source, trigger_json, module, entity, chat_id, run_id FROM deliveries
-             WHERE dispatched = 0 ORDER BY seq LIMIT ?1",
+            "SELECT seq, source, delivery_id, trigger_json, module, entity, chat_id, run_id
+             FROM deliveries WHERE dispatched = 0 ORDER BY seq LIMIT ?1",
         )?;
         let rows = stmt
             .query_map([limit as i64], |r| {
                 Ok((
-                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(3)?,
                     Delivery {
-                        seq: r.get(0)?,
                         source: r.get(1)?,
+                        delivery_id: r.get(2)?,
                         trigger: unparsed_trigger(),
-                        module: r.get(3)?,
-                        entity: r.get(4)?,
-                        chat_id: r.get(5)?,
-                        run_id: r.get(6)?,
+                        module: r.get(4)?,
+                        entity: r.get(5)?,
+                        chat_id: r.get(6)?,
+                        run_id: r.get(7)?,
                     },
                 ))
             })?
@@ -492,10 +480,10 @@ impl Ledger {
         drop(conn);
         // Payloads can be megabytes: parse them without holding the ledger.
         rows.into_iter()
-            .map(|(json, mut d)| {
+            .map(|(seq, json, mut d)| {
                 d.trigger = serde_json::from_str(&json)
-                    .with_context(|| format!("delivery {}: its trigger is not valid", d.seq))?;
-                Ok(d)
+                    .with_context(|| format!("delivery {seq}: its trigger is not valid"))?;
+                Ok((seq, d))
             })
             .collect()
     }
@@ -621,7 +609,7 @@ impl Ledger {
         module: &str,
         trigger: &str,
         last_fire: DateTime<Utc>,
-        fire: Option<&NewDelivery>,
+        fire: Option<&Delivery>,
         decisions: &[Decision],
     ) -> Result<()> {
         let fire_json = fire
@@ -812,7 +800,7 @@ pub struct Tx<'a> {
 
 impl Tx<'_> {
     /// Accepts a trigger into the inbox; `false` when its delivery id was seen before.
-    pub fn accept(&self, d: &NewDelivery) -> Result<bool> {
+    pub fn accept(&self, d: &Delivery) -> Result<bool> {
         Ok(insert_delivery(&self.tx, d, &serde_json::to_string(&d.trigger)?)? == 1)
     }
 }
@@ -886,9 +874,9 @@ fn insert_decision(conn: &Connection, d: &Decision) -> Result<()> {
     Ok(())
 }
 
-/// A trigger on its way into the inbox.
+/// A trigger for the inbox: on its way in, or read back to be dispatched.
 #[derive(Debug, Clone)]
-pub struct NewDelivery {
+pub struct Delivery {
     pub source: String,
     pub delivery_id: String,
     pub trigger: Trigger,
@@ -900,7 +888,7 @@ pub struct NewDelivery {
 }
 
 /// Inserts into the inbox; 0 rows when the delivery id was seen before.
-fn insert_delivery(conn: &Connection, d: &NewDelivery, trigger_json: &str) -> Result<usize> {
+fn insert_delivery(conn: &Connection, d: &Delivery, trigger_json: &str) -> Result<usize> {
     Ok(conn.execute(
         "INSERT INTO deliveries (source, delivery_id, trigger_json, module, entity, chat_id, run_id, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (source, delivery_id) DO NOTHING",

@@ -146,7 +146,7 @@ fn three_days_reminded_a_day_before_then_the_default() {
     );
     let resumes = engine.ledger.undispatched(10).unwrap();
     assert_eq!(resumes.len(), 1);
-    let r = &resumes[0];
+    let r = &resumes[0].1;
     assert_eq!(r.trigger.kind, TriggerType::Resume);
     assert_eq!(r.module.as_deref(), Some("deploy"));
     assert_eq!(r.entity.as_deref(), Some("octo/repo#42"));

@@ -18,7 +18,7 @@ use crate::data_dir::DataDir;
 use crate::engine::new_run_id;
 use crate::journal::{self, Query};
 use crate::ledger::{Answer, Answered, OutMessage};
-use crate::ledger::{Ledger, NewDelivery, Phase};
+use crate::ledger::{Delivery, Ledger, Phase};
 
 /// The inbox source of API invokes; their delivery ids are `i_<ULID>`.
 pub const INVOKE_SOURCE: &str = "invoke";
@@ -454,7 +454,7 @@ async fn invoke_run(call: Call) -> Result<Reply, ApiError> {
         delivery_id: Some(delivery_id.clone()),
         payload: body.data.unwrap_or_else(|| json!({})),
     };
-    let delivery = NewDelivery {
+    let delivery = Delivery {
         source: INVOKE_SOURCE.into(),
         delivery_id: delivery_id.clone(),
         trigger,

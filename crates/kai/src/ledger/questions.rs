@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::outbox::enqueue;
-use super::{insert_delivery, parse_time, Finish, Ledger, NewDelivery, OutMessage, Tx};
+use super::{insert_delivery, parse_time, Delivery, Finish, Ledger, OutMessage, Tx};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS questions (
@@ -226,7 +226,7 @@ pub(super) fn queue_resume(conn: &Connection, run_id: &str) -> Result<()> {
         delivery_id: Some(delivery_id.clone()),
         payload,
     };
-    let d = NewDelivery {
+    let d = Delivery {
         source: "kai".into(),
         delivery_id,
         module: Some(q.module),

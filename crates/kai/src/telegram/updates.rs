@@ -23,7 +23,7 @@ use super::api::{ApiError, BotApi, CallbackQuery, Message, Update, POLL_SECONDS}
 use super::commands;
 use crate::daemon::Daemon;
 use crate::engine::{new_run_id, off_runtime};
-use crate::ledger::{Answer, Answered, NewDelivery, OutMessage, Tx};
+use crate::ledger::{Answer, Answered, Delivery, OutMessage, Tx};
 use crate::questions;
 
 pub struct Poller {
@@ -416,7 +416,7 @@ impl Poller {
                         _ => None,
                     };
                     messages.push(reply(format!("▶ {} started ({run_id})", module.name())));
-                    deliveries.push(NewDelivery {
+                    deliveries.push(Delivery {
                         source: "telegram".into(),
                         delivery_id,
                         trigger,
