@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../shared/files.rs"]
+mod files;
+pub use files::files;
+
 /// How long anything a test waits for may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -443,7 +447,7 @@ impl Kai {
                 .unwrap();
             out.insert(format!("table {table}"), rows.join("\n"));
         }
-        for path in walk(&self.data_dir().join("modules")) {
+        for path in files(&self.data_dir().join("modules")) {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             out.insert(path.display().to_string(), size.to_string());
         }
@@ -465,24 +469,6 @@ fn read_token(path: &Path) -> String {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
         .trim()
         .to_owned()
-}
-
-/// Every file under `dir`, sorted.
-pub fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// One request on a fresh connection, read to its end.

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../shared/files.rs"]
+mod files;
+pub use files::{indent, listing, walk};
+
 /// The chat id every test run gets through `KAI_NOTIFY_CHAT`, so that `chat_id` is filled.
 pub const CHAT_ID: i64 = 4242;
 
@@ -556,16 +560,6 @@ fn exit_text(status: ExitStatus) -> String {
     }
 }
 
-fn indent(text: &str) -> String {
-    if text.is_empty() {
-        return "    (empty)".into();
-    }
-    text.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn describe(cmd: &Command) -> String {
     let mut text = String::new();
     for (k, v) in cmd.get_envs() {
@@ -578,58 +572,6 @@ fn describe(cmd: &Command) -> String {
         let _ = write!(text, " {:?}", arg.to_string_lossy());
     }
     text
-}
-
-/// A recursive listing of `dir`: each entry's path, size and mode, and the content of small
-/// JSON files.
-pub fn listing(dir: &Path) -> String {
-    let mut text = format!("----- listing of {} -----\n", dir.display());
-    if !dir.exists() {
-        text.push_str("(does not exist)\n");
-        return text;
-    }
-    for path in walk(dir) {
-        let rel = path.strip_prefix(dir).unwrap_or(&path);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let _ = writeln!(text, "{}/", rel.display());
-            continue;
-        }
-        let _ = writeln!(
-            text,
-            "{}  ({} bytes, mode {:o})",
-            rel.display(),
-            meta.len(),
-            meta.permissions().mode() & 0o7777
-        );
-        let small_json = path.extension().is_some_and(|e| e == "json") && meta.len() < 3000;
-        if small_json {
-            if let Ok(content) = std::fs::read_to_string(&path) {
-                text.push_str(&indent(&content));
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
-
-/// Every path under `dir` (directories too), depth first, sorted.
-pub fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    entries.sort();
-    for path in entries {
-        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-        out.push(path.clone());
-        if is_dir {
-            out.extend(walk(&path));
-        }
-    }
-    out
 }
 
 pub fn write_file(path: &Path, text: &str) {

@@ -25,6 +25,10 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+#[path = "../shared/files.rs"]
+mod files;
+pub use files::listing;
+
 /// The start of every test daemon's webhook secret; the rest is unique to the daemon, so that a
 /// delivery that reached another test's daemon (a port reused in between) is refused, not
 /// counted.
@@ -887,46 +891,6 @@ impl Drop for Kaid {
             let _ = child.wait();
         }
     }
-}
-
-/// Every file under `dir`, sorted.
-pub fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// A listing of the data directory, ripgrep-harness style: each file with its size, small JSON
-/// files with their content.
-pub fn listing(dir: &Path) -> String {
-    let mut text = format!("\n----- {} -----\n", dir.display());
-    let files = walk(dir);
-    for (i, p) in files.iter().enumerate() {
-        let rel = p.strip_prefix(dir).unwrap_or(p);
-        let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let _ = writeln!(text, "{} ({size} B)", rel.display());
-        let json = p.extension().is_some_and(|e| e == "json");
-        let ctx = rel.to_string_lossy().contains("ctx-");
-        if json && !ctx && size <= 2048 && i < 400 {
-            if let Ok(content) = std::fs::read_to_string(p) {
-                for l in content.lines() {
-                    let _ = writeln!(text, "    {l}");
-                }
-            }
-        }
-    }
-    text
 }
 
 /// A module script that saves its context (`ctx-<run id>.json` in its directory) and answers
