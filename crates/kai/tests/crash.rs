@@ -44,25 +44,35 @@ echo '{"status":"done","summary":"work done","details":{"items":3},"state":{"don
     )
 }
 
-/// Starts `kai run sleeper`, waits until the module sleeps, and kills kai with SIGKILL.
-/// Returns the run id, the module's pid and its `sleep`'s pid.
-fn kill_mid_run(kai: &Kai, reaper: &mut Reaper) -> (String, i32, i32) {
-    let dir = sleeper(kai);
-    let bg = kai.spawn(&["run", "sleeper"]);
-    let module = wait_for_file(&dir.join("module.pid"), WAIT)
+/// The pid the sleeper module wrote once it read its context.
+fn module_pid(kai: &Kai, dir: &std::path::Path) -> i32 {
+    wait_for_file(&dir.join("module.pid"), WAIT)
         .and_then(|t| t.trim().parse::<i32>().ok())
-        .unwrap_or_else(|| kai.fail("the module never wrote module.pid"));
-    reaper.watch(module);
+        .unwrap_or_else(|| kai.fail("the module never wrote module.pid"))
+}
+
+/// The `sleep` the sleeper module started, once it has.
+fn sleep_of(kai: &Kai, module: i32) -> i32 {
     let deadline = std::time::Instant::now() + WAIT;
-    let sleep = loop {
+    loop {
         if let Some(&pid) = children_of(module).first() {
-            break pid;
+            return pid;
         }
         if std::time::Instant::now() > deadline {
             kai.fail(format!("the module {module} never started its sleep"));
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
+    }
+}
+
+/// Starts `kai run sleeper`, waits until the module sleeps, and kills kai with SIGKILL.
+/// Returns the run id, the module's pid and its `sleep`'s pid.
+fn kill_mid_run(kai: &Kai, reaper: &mut Reaper) -> (String, i32, i32) {
+    let dir = sleeper(kai);
+    let bg = kai.spawn(&["run", "sleeper"]);
+    let module = module_pid(kai, &dir);
+    reaper.watch(module);
+    let sleep = sleep_of(kai, module);
     reaper.watch(sleep);
     bg.signal(libc::SIGKILL);
     kai.finish(bg).expect_killed();
@@ -293,9 +303,7 @@ fn ctrl_c_interrupts_the_run_and_journals_it() {
     // Ctrl-C handler (it does so before it writes the context).
     let dir = sleeper(&kai);
     let bg = kai.spawn(&["run", "sleeper", "--json"]);
-    let module = wait_for_file(&dir.join("module.pid"), WAIT)
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .unwrap_or_else(|| kai.fail("the module never wrote module.pid"));
+    let module = module_pid(&kai, &dir);
     reaper.watch(module);
     bg.signal(libc::SIGINT);
     let run = kai.finish(bg);
@@ -323,20 +331,9 @@ fn sigterm_interrupts_the_run_and_journals_it() {
     let mut reaper = Reaper::default();
     let dir = sleeper(&kai);
     let bg = kai.spawn(&["run", "sleeper", "--json"]);
-    let module = wait_for_file(&dir.join("module.pid"), WAIT)
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .unwrap_or_else(|| kai.fail("the module never wrote module.pid"));
+    let module = module_pid(&kai, &dir);
     reaper.watch(module);
-    let deadline = std::time::Instant::now() + WAIT;
-    let sleep = loop {
-        if let Some(&pid) = children_of(module).first() {
-            break pid;
-        }
-        if std::time::Instant::now() > deadline {
-            kai.fail(format!("the module {module} never started its sleep"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let sleep = sleep_of(&kai, module);
     reaper.watch(sleep);
     bg.signal(libc::SIGTERM);
     let run = kai.finish(bg);

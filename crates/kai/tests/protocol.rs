@@ -22,6 +22,17 @@ fn env_file(text: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// A fresh kai whose module `name` (`timeout: 3s`) runs `script` once, in the foreground, and
+/// fails: `kai run` exits 1 and the journal entry says `error`.
+fn failed_run(name: &str, script: &str) -> (Kai, Run, Value) {
+    let kai = Kai::new();
+    kai.shell_module(name, "timeout: 3s\n", script);
+    let (run, entry) = kai.run_module(name, &[]);
+    run.expect_code(1);
+    check_eq!(run, entry["status"], "error");
+    (kai, run, entry)
+}
+
 #[test]
 fn a_timeout_kills_the_module_and_its_grandchild() {
     let kai = Kai::new();
@@ -100,15 +111,10 @@ exec sleep 300
 
 #[test]
 fn garbage_on_stdout_is_an_error() {
-    let kai = Kai::new();
-    kai.shell_module(
+    let (_kai, run, entry) = failed_run(
         "garbage",
-        "timeout: 3s\n",
         "#!/bin/sh\ncat >/dev/null\necho 'this is not JSON at all'\n",
     );
-    let (run, entry) = kai.run_module("garbage", &[]);
-    run.expect_code(1);
-    check_eq!(run, entry["status"], "error");
     let error = entry["error"].as_str().unwrap_or_default();
     check!(
         run,
@@ -124,15 +130,10 @@ fn garbage_on_stdout_is_an_error() {
 
 #[test]
 fn no_output_on_stdout_is_an_error() {
-    let kai = Kai::new();
-    kai.shell_module(
+    let (_kai, run, entry) = failed_run(
         "mute",
-        "timeout: 3s\n",
         "#!/bin/sh\ncat >/dev/null\necho 'only on stderr' >&2\n",
     );
-    let (run, entry) = kai.run_module("mute", &[]);
-    run.expect_code(1);
-    check_eq!(run, entry["status"], "error");
     check_eq!(
         run,
         entry["error"],
@@ -143,15 +144,10 @@ fn no_output_on_stdout_is_an_error() {
 
 #[test]
 fn an_unknown_result_field_is_an_error() {
-    let kai = Kai::new();
-    kai.shell_module(
+    let (kai, run, entry) = failed_run(
         "typo",
-        "timeout: 3s\n",
         "#!/bin/sh\ncat >/dev/null\necho '{\"status\":\"done\",\"summary\":\"ok\",\"stat\":{}}'\n",
     );
-    let (run, entry) = kai.run_module("typo", &[]);
-    run.expect_code(1);
-    check_eq!(run, entry["status"], "error");
     let error = entry["error"].as_str().unwrap_or_default();
     check!(
         run,
@@ -167,10 +163,8 @@ fn an_unknown_result_field_is_an_error() {
 
 #[test]
 fn exit_code_3_is_an_error_with_the_stderr_tail() {
-    let kai = Kai::new();
-    kai.shell_module(
+    let (kai, run, entry) = failed_run(
         "crash",
-        "timeout: 3s\n",
         r#"#!/bin/sh
 cat >/dev/null
 echo "step 1: fine" >&2
@@ -178,9 +172,6 @@ echo "fatal: the disk is on fire" >&2
 exit 3
 "#,
     );
-    let (run, entry) = kai.run_module("crash", &[]);
-    run.expect_code(1);
-    check_eq!(run, entry["status"], "error");
     check_eq!(run, entry["error"], "exited with code 3");
     check_eq!(run, entry["summary"], "exited with code 3");
     let tail = entry["stderr_tail"].as_str().unwrap_or_default();
@@ -364,19 +355,14 @@ fn a_skipped_run_is_journaled_as_skipped() {
 
 #[test]
 fn an_error_with_retry_is_journaled_with_retry() {
-    let kai = Kai::new();
-    kai.shell_module(
+    let (_kai, run, entry) = failed_run(
         "flaky",
-        "timeout: 3s\n",
         r#"#!/bin/sh
 cat >/dev/null
 echo "GET /repos/octo/repo: 502 Bad Gateway" >&2
 echo '{"status":"error","summary":"GitHub returned 502 twice","retry":true,"details":{"http_status":502}}'
 "#,
     );
-    let (run, entry) = kai.run_module("flaky", &[]);
-    run.expect_code(1);
-    check_eq!(run, entry["status"], "error");
     check_eq!(run, entry["summary"], "GitHub returned 502 twice");
     check_eq!(run, entry["error"], "GitHub returned 502 twice");
     check_eq!(run, entry["retry"], true);
